@@ -1,0 +1,167 @@
+/*
+ * epoch.c - cross-process epoch reclamation (rule 4).
+ *
+ * liburcu's RCU flavors keep their reader registry in process memory, so
+ * they cannot see readers in other processes.  This is the same idea
+ * (epoch-based reclamation, Fraser 2004; membarrier as the asymmetric fence
+ * of liburcu's urcu-memb flavor) with the registry in the segment:
+ *
+ *   reader                         writer / reclaimer
+ *   e = E                          unlink X (release store)
+ *   slot.epoch = e                 full fence
+ *   [fence, or membarrier          X.retire_epoch = E; append to own list
+ *    paid by the reclaimer]        ...
+ *   read index, items              E' = ++E
+ *   slot.epoch = 0 (release)       membarrier(GLOBAL_EXPEDITED) or fence
+ *                                  min = least nonzero slot.epoch, else E'
+ *                                  free every X with retire_epoch < min
+ *
+ * Why it is safe: X was unlinked before its retire epoch r was read, and E
+ * only grows.  A reader whose slot shows e > r read E after E passed r, so
+ * after the unlink, and (the reader's fence orders its epoch store before
+ * its index loads) cannot find X.  A reader whose epoch store is not yet
+ * visible to the scan will do its index loads after the membarrier, so after
+ * the unlink.  Only readers showing e <= r can hold X, and they block it.
+ *
+ * Retire lists are per slot, so retiring writes no shared line, and only the
+ * owner (or recovery, once the owner is dead) frees from a list.  A reader
+ * in a dead process is found by its slot lock and recovered, so it blocks
+ * reclamation for at most one liveness check.
+ */
+#define _GNU_SOURCE
+#include "ns_internal.h"
+
+#define NS_RETIRE_MIN_STUCK 16 /* retired items before we suspect a dead reader */
+
+void ns__retire(ns_cache *c, struct ns_thr *t, ns_off_t off)
+{
+	ns__retire_slot(c, t->slot, off);
+}
+
+void ns__retire_slot(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
+{
+	struct ns_item_shm *it = ns__item(c, off);
+	int cls = ns__class_of(c, off);
+
+	if (it == NULL || cls < 0)
+		return; /* cannot happen for an offset taken from the index */
+	/* Orders the unlink store (and the unlock) before the load of E. */
+	cmm_smp_mb();
+	it->retire_epoch = (uint32_t)ns_load_relaxed(&c->hdr->epoch);
+	it->next = 0;
+	if (s->retire_tail) {
+		struct ns_item_shm *tail = ns__item(c, s->retire_tail);
+		if (tail)
+			tail->next = off;
+	} else {
+		s->retire_head = off;
+	}
+	s->retire_tail = off;
+	s->retire_count++;
+	s->retire_bytes += c->classes[cls].size;
+}
+
+/* The oldest epoch a reader may still be in, after making every reader's
+ * epoch store visible.  Returns 0 when that cannot be known (membarrier
+ * failed while some reader relies on it). */
+static uint64_t reader_floor(ns_cache *c, uint64_t now, uint32_t *blocker)
+{
+	uint64_t min = now;
+	bool mb_ok = true;
+
+	if (c->membarrier_ok || c->rdonly) {
+		mb_ok = ns__membarrier(c) == 0;
+	}
+	/* Orders our loads of the slots after the epoch increment. */
+	cmm_smp_mb();
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct ns_slot_shm *s = &c->slots[i];
+		uint32_t st = ns_load_relaxed(&s->state);
+		if (st != NS_SLOT_ACTIVE)
+			continue;
+		if (!mb_ok && (ns_load_relaxed(&s->flags) & NS_SLOTF_MEMBARRIER))
+			return 0;
+		uint64_t e = ns_load_acquire(&s->epoch);
+		if (e != 0 && e < min) {
+			min = e;
+			*blocker = i;
+		}
+	}
+	return min;
+}
+
+static size_t reclaim(ns_cache *c, struct ns_slot_shm *s, bool cache,
+		      uint32_t *blockerp)
+{
+	uint64_t now, min;
+	uint32_t blocker = UINT32_MAX;
+	size_t freed = 0;
+
+	if (s->retire_count == 0)
+		return 0;
+	now = ns_add_return(&c->hdr->epoch, 1);
+	min = reader_floor(c, now, &blocker);
+	if (min == 0)
+		return 0;
+	while (s->retire_head) {
+		ns_off_t off = s->retire_head;
+		struct ns_item_shm *it = ns__item(c, off);
+		int cls = ns__class_of(c, off);
+
+		if (it == NULL || cls < 0) {
+			/* A damaged list: drop the rest rather than free
+			 * garbage; the audit finds what it held. */
+			s->retire_head = s->retire_tail = 0;
+			s->retire_count = s->retire_bytes = 0;
+			ns_add_return(&c->hdr->audit_wanted, 1u);
+			break;
+		}
+		if ((int32_t)((uint32_t)min - it->retire_epoch) <= 0)
+			break; /* retired at or after the oldest reader's epoch */
+		ns_off_t next = it->next;
+		if (cache && s->cache_n[cls] < NS_SLOT_CACHE) {
+			/* Into the cache first, then off the list: dying in
+			 * between leaves it in both, which recovery expects. */
+			s->cache[cls][s->cache_n[cls]] = off;
+			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
+			s->retire_head = next;
+		} else {
+			s->retire_head = next;
+			s->slab_busy = 1;
+			ns__push_free(c, cls, off);
+			s->slab_busy = 0;
+		}
+		if (next == 0)
+			s->retire_tail = 0;
+		if (s->retire_count)
+			s->retire_count--;
+		s->retire_bytes -= s->retire_bytes < c->classes[cls].size ?
+				   s->retire_bytes : c->classes[cls].size;
+		freed++;
+	}
+	*blockerp = blocker;
+	return freed;
+}
+
+size_t ns__reclaim_slot(ns_cache *c, struct ns_slot_shm *s, bool cache)
+{
+	uint32_t blocker;
+	return reclaim(c, s, cache, &blocker);
+}
+
+size_t ns__reclaim(ns_cache *c, struct ns_thr *t)
+{
+	uint32_t blocker = UINT32_MAX;
+	size_t freed = reclaim(c, t->slot, true, &blocker);
+
+	/* Nothing freed while a reader holds an old epoch: if that reader's
+	 * process is dead, recover its slot now instead of waiting for nsd;
+	 * one liveness check, so the cost stays bounded. */
+	if (freed == 0 && t->slot->retire_count >= NS_RETIRE_MIN_STUCK &&
+	    blocker != UINT32_MAX && blocker != t->idx &&
+	    ns__slot_alive(c, t->fd, blocker) == 0) {
+		ns__recover_slot(c, t, blocker);
+		freed = reclaim(c, t->slot, true, &blocker);
+	}
+	return freed;
+}

@@ -1,0 +1,47 @@
+/*
+ * error.c - error messages, the version, and the one way to abort.
+ *
+ * The messages come from the NS_ERRORS table in namestore.h, the same table
+ * that defines the codes, so the two cannot drift apart.  ns__die() is only
+ * for states this process itself made impossible; anything another process
+ * can cause is an error code (STYLE.md).
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ns_internal.h"
+
+const char *ns_version(void) { return NS_VERSION_STRING; }
+
+const char *ns_strerror(int err)
+{
+	switch (err) {
+	case 0:
+		return "success";
+#define NS__ERR_CASE(name, value, msg)                                       \
+	case name:                                                           \
+		return msg;
+		NS_ERRORS(NS__ERR_CASE)
+#undef NS__ERR_CASE
+	default:
+		break;
+	}
+	if (err <= -NS__ERRNO_BASE)
+		return strerror(-err - NS__ERRNO_BASE);
+	return "unknown error";
+}
+
+void ns__die_at(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "namestore: fatal: %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}

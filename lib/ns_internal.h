@@ -1,0 +1,258 @@
+/*
+ * ns_internal.h - private interface shared by the files of lib/, the
+ * daemon, nsctl and the tests.  Nothing here is part of the public ABI.
+ *
+ * It holds the process-local side of every shared structure (the shared
+ * side is in ns_shm.h), the atomic wrappers every racy access goes through,
+ * and the internal entry points (ns__*) of each part.
+ */
+#ifndef NS_INTERNAL_H
+#define NS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include <urcu/arch.h>
+#include <urcu/compiler.h>
+#include <urcu/uatomic.h>
+
+#include "ns_shm.h"
+
+/* ---- atomics: every racy access names its ordering -------------------- */
+
+#define ns_load_relaxed(p) CMM_LOAD_SHARED(*(p))
+#define ns_store_relaxed(p, v) CMM_STORE_SHARED(*(p), (v))
+
+/* Acquire: later loads and stores stay after this load.  liburcu's
+ * cmm_smp_rmb() is a compiler barrier on x86 (TSO) and dmb ishld on arm64,
+ * which orders the load before later loads and stores. */
+#define ns_load_acquire(p)                                                   \
+	__extension__({                                                      \
+		__typeof__(*(p)) ns_v_ = CMM_LOAD_SHARED(*(p));              \
+		cmm_smp_rmb();                                               \
+		ns_v_;                                                       \
+	})
+
+/* Release: earlier loads and stores are visible before this store.  On x86
+ * (TSO) only the compiler may reorder them; elsewhere a full fence. */
+#if defined(__x86_64__) || defined(__i386__)
+#define ns__release_fence() cmm_barrier()
+#else
+#define ns__release_fence() cmm_smp_mb()
+#endif
+#define ns_store_release(p, v)                                               \
+	do {                                                                 \
+		ns__release_fence();                                         \
+		CMM_STORE_SHARED(*(p), (v));                                 \
+	} while (0)
+
+/* Full-barrier read-modify-writes (liburcu's uatomic_* imply cmm_smp_mb). */
+#define ns_cas(p, o, n) uatomic_cmpxchg((p), (o), (n)) /* returns the old value */
+#define ns_add_return(p, v) uatomic_add_return((p), (v))
+
+#define ns_likely(x) __builtin_expect(!!(x), 1)
+#define ns_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ---- process-local handles ---------------------------------------------- */
+
+/* One thread's binding to a client slot of one cache. */
+struct ns_thr {
+	struct ns_cache *c;
+	uint32_t idx;              /* slot index */
+	struct ns_slot_shm *slot;
+	int fd;                    /* own open file description: holds the slot's OFD lock */
+	unsigned forkgen;          /* ns__forkgen when claimed; a child sees a mismatch */
+	uint64_t rng;              /* xorshift state for eviction sampling */
+	struct ns_thr *next;       /* c->thrs list, under ns__mu */
+};
+
+struct ns_space {
+	struct ns_cache *c;
+	uint32_t id;
+	struct ns_space_shm *shm;
+	struct ns_space *next;     /* c->spaces list, under ns__mu */
+};
+
+struct ns_cache {
+	char name[NS_NAME_MAX + 1];
+	int fd;                    /* the attach descriptor */
+	bool rdonly;
+	bool membarrier_ok;        /* this process registered for global expedited */
+	uint8_t *base;
+	size_t size;
+	struct ns_hdr_shm *hdr;
+	struct ns_slot_shm *slots;
+	struct ns_space_shm *spaces;
+	struct ns_class_shm *classes;
+	struct ns_page_shm *pages;
+	struct ns_bucket_shm *buckets;
+	struct ns_bucket_shm *over;
+	uint64_t mask;             /* nbuckets - 1 */
+	uint32_t nslots, nclasses, npages;
+	uint64_t nover;
+	ns_off_t data_off;
+	pthread_key_t key;         /* -> struct ns_thr of the calling thread */
+	struct ns_thr *thrs;       /* every binding this process made; ns__mu */
+	struct ns_space *open_spaces; /* ns__mu */
+};
+
+/* Serializes the process-local lists above; held across fork by atfork
+ * handlers so a child never inherits it locked. */
+extern pthread_mutex_t ns__mu;
+extern unsigned ns__forkgen;
+
+/* ---- error.c ------------------------------------------------------------ */
+#define ns__die(...) ns__die_at(__FILE__, __LINE__, __VA_ARGS__)
+__attribute__((noreturn, format(printf, 3, 4))) void
+ns__die_at(const char *file, int line, const char *fmt, ...);
+static inline int ns__errno(int e) { return -(NS__ERRNO_BASE + e); }
+
+/* ---- fault.c: fault points (empty in release builds) -------------------- */
+#ifdef NS_FAULT_POINTS
+void ns__fault_hit(const char *name);
+extern const char *ns__fault_name; /* from $NS_FAULT or ns__fault_set() */
+#define NS_FAULT(name)                                                       \
+	do {                                                                 \
+		if (ns_unlikely(ns__fault_name != NULL))                     \
+			ns__fault_hit(name);                                 \
+	} while (0)
+#else
+#define NS_FAULT(name) do { } while (0)
+#endif
+/* Set the fault point this process stops at; ACTION 'k' SIGKILLs itself,
+ * 's' SIGSTOPs itself.  Returns false when fault points are compiled out. */
+bool ns__fault_set(const char *name, char action);
+
+/* ---- segment.c ---------------------------------------------------------- */
+uint64_t ns__layout_fingerprint(void);
+bool ns__valid_name(const char *s, size_t max);
+uint64_t ns__now_ms(void);          /* CLOCK_REALTIME, or the test clock */
+void ns__test_clock(uint64_t ms);   /* 0: real clock again */
+uint64_t ns__hash(uint64_t seed, uint32_t space, const void *key, size_t len);
+/* A pointer to LEN bytes at OFF, or NULL when that range is outside the
+ * segment. */
+static inline void *ns__ptr(const ns_cache *c, ns_off_t off, size_t len)
+{
+	if (off == 0 || off > c->size || len > c->size - off)
+		return NULL;
+	return c->base + off;
+}
+
+/* ---- slot.c: client slots, liveness, thread binding -------------------- */
+struct ns_thr *ns__thr_slow(ns_cache *c, int *err);
+static inline struct ns_thr *ns__thr(ns_cache *c, int *err)
+{
+	struct ns_thr *t = pthread_getspecific(c->key);
+	if (ns_likely(t != NULL && t->forkgen == ns__forkgen))
+		return t;
+	return ns__thr_slow(c, err);
+}
+void ns__thr_release(struct ns_thr *t);
+/* 1: a live process owns slot IDX; 0: nobody does; <0: error. */
+int ns__slot_alive(ns_cache *c, int fd, uint32_t idx);
+int ns__lock_byte(int fd, off_t byte, short type, bool wait);
+int ns__open_own_fd(ns_cache *c);
+uint64_t ns__next_version(struct ns_thr *t);
+
+/* ---- epoch.c: cross-process reclamation --------------------------------- */
+static inline void ns__read_enter(ns_cache *c, struct ns_slot_shm *s)
+{
+	uint64_t e = ns_load_relaxed(&c->hdr->epoch);
+
+	ns_store_relaxed(&s->epoch, e);
+	/* Orders the store of our epoch before the loads of the index that
+	 * follow.  With membarrier registered the reclaimer pays this fence
+	 * for us (it runs MEMBARRIER_CMD_GLOBAL_EXPEDITED before scanning);
+	 * otherwise we pay it here. */
+	if (ns_likely(c->membarrier_ok))
+		cmm_barrier();
+	else
+		cmm_smp_mb();
+}
+static inline void ns__read_exit(struct ns_slot_shm *s)
+{
+	/* Release: our reads of items happen before we are seen as gone. */
+	ns_store_release(&s->epoch, 0);
+}
+void ns__retire(ns_cache *c, struct ns_thr *t, ns_off_t off);
+void ns__retire_slot(ns_cache *c, struct ns_slot_shm *s, ns_off_t off);
+/* Advance the epoch and free what this slot retired that no reader can see.
+ * Returns the number of chunks freed. */
+size_t ns__reclaim(ns_cache *c, struct ns_thr *t);
+/* The same for any slot S whose owner we are (ourselves, or a dead slot we
+ * hold the lock of).  CACHE: may free into S's chunk cache. */
+size_t ns__reclaim_slot(ns_cache *c, struct ns_slot_shm *s, bool cache);
+int ns__membarrier(ns_cache *c);
+
+/* ---- slab.c ------------------------------------------------------------- */
+void ns__slab_init(ns_cache *c);
+int ns__class_for(const ns_cache *c, size_t bytes); /* <0: too big */
+int ns__class_of(const ns_cache *c, ns_off_t off);  /* <0: not a chunk start */
+/* Take a chunk of class CLS; on success it is recorded as t->slot->in_new
+ * with phase BUILT.  May reclaim and evict.  NS_ENOMEM when nothing is left. */
+int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out);
+/* Give a chunk no reader can see back to the allocator (own cache first). */
+void ns__free(ns_cache *c, struct ns_thr *t, ns_off_t off);
+/* Push OFF on its class free list.  The caller has set BUSY->slab_busy (the
+ * slot whose record the chunk just left), so a death here flags an audit. */
+void ns__push_free(ns_cache *c, int cls, ns_off_t off);
+/* Evict about one item of class CLS (expired ones first).  0 if it
+ * unlinked something. */
+int ns__evict(ns_cache *c, struct ns_thr *t, int cls);
+
+/* ---- index.c ------------------------------------------------------------ */
+#define NS_LOCK_TIMEOUT_MS 2000 /* a live owner holding longer gets NS_EBUSY */
+int ns__bucket_lock(ns_cache *c, struct ns_thr *t, uint64_t b);
+void ns__bucket_unlock(ns_cache *c, struct ns_thr *t, uint64_t b);
+int ns__owner_lock(ns_cache *c, struct ns_thr *t, uint32_t *word);
+static inline struct ns_bucket_shm *ns__bucket(ns_cache *c, uint64_t b)
+{
+	return &c->buckets[b];
+}
+/* The next bucket of a chain, NULL at the end; *err NS_ECORRUPT on a bad link. */
+struct ns_bucket_shm *ns__chain_next(ns_cache *c, struct ns_bucket_shm *bk, int *err);
+/* The slot word of B's chain that holds OFF, or NULL.  Lock held. */
+uint64_t *ns__chain_find_locked(ns_cache *c, uint64_t b, ns_off_t off);
+int ns__over_claim_locked(ns_cache *c, uint64_t b, struct ns_bucket_shm *tail,
+			  uint64_t **slotp);
+struct ns_item_shm *ns__item(ns_cache *c, ns_off_t off);
+
+/* ---- ops.c -------------------------------------------------------------- */
+/* Unlink OFF from bucket B (found by the caller) and retire it, following
+ * the intent protocol.  Lock held on entry, released on return. */
+void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
+		       ns_off_t off);
+
+/* ---- recover.c ---------------------------------------------------------- */
+/* Finish or undo what dead slot IDX left (intent, locks, chunk cache,
+ * retire list) and free the slot.  T is the caller's binding (may be NULL
+ * for a process without a slot).  Returns 1 if it recovered the slot, 0 if
+ * the slot was alive or free, <0 on error. */
+int ns__recover_slot(ns_cache *c, struct ns_thr *t, uint32_t idx);
+/* Recover every dead slot.  Returns how many were recovered. */
+int ns__recover_dead(ns_cache *c);
+
+struct ns_verify_report {
+	uint64_t chunks;      /* carved chunks in all pages */
+	uint64_t reachable;   /* published in the index */
+	uint64_t free;        /* on a class free list */
+	uint64_t cached;      /* in a slot's chunk cache */
+	uint64_t retired;     /* on a retire list */
+	uint64_t in_flight;   /* held by a live slot's intent */
+	uint64_t leaked;      /* none of the above */
+	uint64_t doubled;     /* found in two places */
+	uint64_t bad_refs;    /* offsets that do not point at a chunk */
+	uint64_t locked;      /* bucket locks held */
+	uint64_t items;       /* == reachable */
+	char first_error[160];
+};
+/* Walk the index and the allocator and account for every chunk.  Exact
+ * only while no other client writes.  Returns 0 when consistent, else
+ * NS_ECORRUPT with REP filled in. */
+int ns__verify(ns_cache *c, struct ns_verify_report *rep);
+/* Mark and sweep: return every leaked chunk to its free list.  Only when
+ * the caller is the only live client.  Returns the number recovered or <0. */
+int64_t ns__audit(ns_cache *c);
+
+#endif /* NS_INTERNAL_H */

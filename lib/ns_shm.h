@@ -1,0 +1,218 @@
+/*
+ * ns_shm.h - the layout of a segment: every struct that lives in shared
+ * memory, and the typed helpers that turn offsets into pointers.
+ *
+ * A segment is one file in /dev/shm, mapped by every process at an address
+ * of its own choosing, so nothing in it is a pointer (rule 1 of DESIGN.md):
+ * references are byte offsets from the segment base (ns_off_t) or indexes
+ * into a fixed table.  Every offset read from the segment is untrusted and
+ * goes through ns__ptr()/ns__item(), which check bounds and alignment and
+ * return NULL for a bad value; callers turn NULL into NS_ECORRUPT.
+ *
+ *   0        4 KiB                                                 data_off
+ *   +--------+-------------+--------+-------+-------+-------+-----+---------+
+ *   | header | client slots| spaces |classes| pages | index |over-| pages   |
+ *   |        | (1 KiB each)| 256 B  | 64 B  | 8 B   | 64 B  |flow | (1 MiB  |
+ *   |        |             |        |       | each  |buckets|     | each)   |
+ *   +--------+-------------+--------+-------+-------+-------+-----+---------+
+ *
+ * Lock order, written once: a client holds at most one bucket lock at a
+ * time, and the namespace table lock is never held together with a bucket
+ * lock.  OFD file locks (slot liveness) are not waited on while a bucket
+ * lock is held.  So there is nothing to order.
+ */
+#ifndef NS_SHM_H
+#define NS_SHM_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "namestore.h"
+
+typedef uint64_t ns_off_t; /* byte offset from the segment base; 0 = none */
+
+#define NS_CACHELINE 64
+#define NS_MAGIC 0x314d485345534e4eull /* "NSESHM1" little-endian, + '1' */
+#define NS_FORMAT_VERSION 1u
+#define NS_HASH_ID 1u /* ns__hash() below; bump if the function changes */
+
+#define NS_HDR_SIZE 4096u
+#define NS_PAGE_SIZE (1u << 20) /* slab page; 1 MiB, see slab.c */
+#define NS_MIN_CHUNK 64u
+#define NS_MAX_CLASSES 48 /* 64 * 1.25^k reaches 1 MiB at k = 44 */
+#define NS_SLOT_CACHE 4   /* free chunks a slot keeps per class */
+#define NS_BUCKET_SLOTS 7 /* 64-byte bucket: 8-byte head + 7 tag|offset */
+#define NS_CHAIN_MAX 64   /* overflow buckets a chain may have; longer is corrupt */
+
+/* Segment states (ns_hdr_shm.state). */
+enum { NS_SEG_INIT = 1, NS_SEG_READY = 2, NS_SEG_RETIRED = 3 };
+
+/* Client slot states (ns_slot_shm.state). */
+enum {
+	NS_SLOT_FREE = 0,
+	NS_SLOT_ACTIVE = 1,
+	/* Detached with retired chunks still inside a grace period: nobody
+	 * owns it; recovery frees the rest and then marks it FREE. */
+	NS_SLOT_ORPHAN = 2,
+};
+
+/* ns_slot_shm.flags */
+#define NS_SLOTF_MEMBARRIER 0x1u /* reader relies on the reclaimer's membarrier */
+
+/* Intent phases (ns_slot_shm.in_phase); see ops.c for the protocol. */
+enum {
+	NS_PH_NONE = 0,
+	NS_PH_BUILT = 1,     /* in_new holds a chunk being built; no lock */
+	NS_PH_LOCKED = 2,    /* bucket locked, in_old chosen, not published */
+	NS_PH_PUBLISHED = 3, /* the slot word was stored; still locked */
+	NS_PH_UNLOCKED = 4,  /* lock released; only retiring in_old is left */
+};
+
+/* Chunk states (ns_item_shm.state); informative, for the audit. */
+enum { NS_CH_FREE = 0x46524545u, NS_CH_LIVE = 0x4c495645u };
+
+/* File byte ranges used for OFD locks (not data: locks may lie past EOF). */
+#define NS_LOCK_INIT 0          /* creator holds it exclusively while initializing */
+#define NS_LOCK_SLOT_BASE 4096  /* + slot index: held by the slot's owner */
+
+/*
+ * Header.  Written once by the creator (fields up to `state`), then
+ * read-only except for the words in the two shared lines at the end.
+ */
+struct ns_hdr_shm {
+	uint64_t magic;        /* NS_MAGIC */
+	uint32_t version;      /* NS_FORMAT_VERSION */
+	uint32_t state;        /* NS_SEG_*; release store READY ends creation */
+	uint64_t fingerprint;  /* ns__layout_fingerprint() of the creator */
+	uint64_t hash_seed;    /* per-segment seed of ns__hash() */
+	uint32_t hash_id;      /* NS_HASH_ID */
+	uint32_t page_size;    /* NS_PAGE_SIZE */
+	uint64_t size;         /* bytes of the file */
+	uint64_t created_ms;   /* CLOCK_REALTIME at creation */
+	uint32_t nslots;       /* client slots */
+	uint32_t nspaces;      /* namespace table entries */
+	uint32_t nclasses;     /* slab classes in use */
+	uint32_t npages;       /* slab pages in the data area */
+	uint64_t nbuckets;     /* primary buckets; a power of two */
+	uint64_t nover;        /* overflow buckets */
+	ns_off_t slots_off, spaces_off, classes_off, pages_off;
+	ns_off_t index_off, over_off, data_off;
+	char name[NS_NAME_MAX + 1]; /* the name it was created under */
+
+	/* Line written by reclaimers only: the global epoch (rule 4). */
+	uint64_t epoch __attribute__((aligned(NS_CACHELINE))); /* atomic; starts at 1 */
+
+	/* Line of rarely written allocator and table words. */
+	uint32_t next_page __attribute__((aligned(NS_CACHELINE))); /* atomic CAS; pages handed out */
+	uint32_t over_hint;    /* atomic relaxed; where to look for a free overflow bucket */
+	uint32_t spaces_lock;  /* owner slot + 1; breakable like a bucket lock */
+	uint32_t audit_wanted; /* atomic; recovery found a chunk it could not place */
+	uint64_t next_version; /* atomic add; versions handed to slots in blocks */
+	uint64_t janitor_beat_ms; /* reserved for nsd's heartbeat */
+	uint64_t recoveries;   /* atomic add; slots recovered so far */
+} __attribute__((aligned(NS_CACHELINE)));
+
+/*
+ * Client slot: one per attached thread (rule 4, rule 5).  Owner = the
+ * thread that holds the OFD lock on byte NS_LOCK_SLOT_BASE + index.  Only
+ * the owner writes a slot, except recovery, which first takes that same OFD
+ * lock and so is the owner while it runs.
+ */
+struct ns_slot_shm {
+	/* Line 0, read by reclaimers: */
+	uint64_t epoch;    /* global epoch at read entry, 0 when outside; owner store */
+	uint32_t state;    /* NS_SLOT_*; owner */
+	uint32_t flags;    /* NS_SLOTF_*; owner, set at claim */
+	uint64_t gets, hits, misses, sets, dels, evictions; /* owner, relaxed */
+
+	/* Line 1: identity, for nsctl and humans; owner. */
+	int32_t pid;
+	uint32_t claims;       /* how many times this slot was claimed */
+	uint64_t attach_ms;
+	char comm[16];
+	uint64_t ver_next, ver_end; /* owner's block of item versions */
+	uint64_t pad1[2];
+
+	/* Line 2: write-side records that recovery reads (rule 6). */
+	uint64_t in_bucket;  /* primary bucket index + 1 of the write in flight */
+	ns_off_t in_new;     /* chunk being published, or 0 */
+	ns_off_t in_old;     /* chunk being unlinked, or 0 */
+	uint32_t in_phase;   /* NS_PH_* */
+	uint32_t slab_busy;  /* nonzero inside a global free-list or page step */
+	ns_off_t retire_head, retire_tail; /* this slot's retire list */
+	uint64_t retire_count, retire_bytes;
+
+	/* Per-class caches of free chunks (recovery returns them). */
+	uint8_t cache_n[NS_MAX_CLASSES];
+	ns_off_t cache[NS_MAX_CLASSES][NS_SLOT_CACHE];
+} __attribute__((aligned(NS_CACHELINE)));
+
+/* Namespace table entry.  Created under hdr.spaces_lock; id and prefix never
+ * change after state becomes 1 (release store). */
+struct ns_space_shm {
+	uint32_t state;      /* 0 empty, 1 ready */
+	uint32_t id;         /* index + 1; stored in items */
+	uint32_t gen;        /* atomic; items of an older generation are misses */
+	uint32_t pad;
+	uint64_t default_ttl_ms; /* reserved for the namespace API */
+	uint64_t quota_bytes;    /* reserved for the namespace API */
+	char prefix[NS_PREFIX_MAX + 1];
+	uint8_t pad1[256 - 32 - NS_PREFIX_MAX - 1];
+};
+
+/* Slab class: one line each. */
+struct ns_class_shm {
+	uint64_t free_head;  /* tagged: off/8 in low 40 bits, ABA tag in high 24; AO CAS */
+	uint32_t size;       /* chunk bytes */
+	uint32_t per_page;   /* chunks in one page */
+	uint32_t cur_page;   /* page index + 1 being carved; atomic CAS */
+	uint32_t spare_page; /* page index + 1 assigned but not yet carved; CAS */
+	uint32_t npages;     /* atomic add: pages assigned to this class */
+	uint32_t pad;
+	uint64_t evictions;  /* atomic add */
+	uint8_t pad1[NS_CACHELINE - 40];
+};
+
+/* Slab page descriptor. */
+struct ns_page_shm {
+	uint32_t cls;    /* class + 1, 0 unassigned; set once by the page's taker */
+	uint32_t carved; /* atomic add: chunks handed out from the page's bump cursor */
+};
+
+/*
+ * Index bucket: one cache line.  A primary bucket's `lock` names the owner
+ * slot + 1 of the writer in it (0 free); an overflow bucket's `lock` names
+ * the primary bucket + 1 that claimed it.  `next` is the overflow bucket
+ * index + 1 that continues the chain.  Slot words are tag << 48 | offset and
+ * change only under the primary's lock, by one release store each.
+ */
+struct ns_bucket_shm {
+	uint32_t lock;
+	uint32_t next;
+	uint64_t slot[NS_BUCKET_SLOTS];
+};
+
+#define NS_SLOT_OFF_MASK ((1ull << 48) - 1)
+
+/*
+ * Item header, followed by the key and the value.  Built completely before
+ * it is published and never modified afterwards, except expire_ms and atime
+ * (single atomic words) (rule 2).  `next` and `retire_epoch` are used only
+ * by the chunk's owner on free and retire lists; readers never look at them.
+ */
+struct ns_item_shm {
+	ns_off_t next;         /* free/retire list link */
+	uint64_t version;      /* written first when built; unique per store */
+	uint64_t expire_ms;    /* CLOCK_REALTIME ms; 0 never; atomic relaxed */
+	uint32_t hash;         /* low 32 bits of ns__hash(): finds the bucket */
+	uint32_t atime;        /* seconds since creation; relaxed hint, ~1 write/s */
+	uint32_t vlen;
+	uint16_t klen;
+	uint16_t space;        /* namespace id */
+	uint32_t gen;          /* namespace generation when stored */
+	uint32_t uflags;       /* user flags (reserved for the full API) */
+	uint32_t retire_epoch; /* low 32 bits of the epoch at retire */
+	uint32_t state;        /* NS_CH_* */
+};
+
+#endif /* NS_SHM_H */

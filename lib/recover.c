@@ -1,0 +1,506 @@
+/*
+ * recover.c - finishing what a dead client left, and proving the segment
+ * consistent.
+ *
+ * Recovery of a slot runs with the slot's OFD lock held by the recoverer,
+ * so it is the only one touching that slot; it can be started by anybody
+ * who finds the slot dead (a waiter on one of its bucket locks, a reclaimer
+ * blocked by its epoch, a process claiming the slot, nsd, a test).  It is
+ * idempotent: each step leaves the slot in a state from which running
+ * recovery again is correct, so a recoverer that dies halfway is simply
+ * recovered in turn.
+ *
+ *   intent phase       lock held by the dead slot?   what recovery does
+ *   BUILT / none       maybe (taken, nothing chosen)  free in_new; unlock
+ *   LOCKED, PUBLISHED  yes                            look in the chain: new
+ *                                                     there -> retire old;
+ *                                                     not -> free new; unlock
+ *   UNLOCKED           no                             retire old unless the
+ *                                                     retire list has it
+ *
+ * Then the chunk caches go back to the free lists, the retire list is
+ * reclaimed (what is still inside a grace period stays, and the slot is
+ * left ORPHAN for a later pass), and the slot is freed.
+ *
+ * The consistency check (ns__verify) marks every carved chunk from every
+ * record that can hold one and reports chunks found twice (corruption) or
+ * nowhere (a leak).  The audit (ns__audit) is its mark-and-sweep twin: it
+ * returns the unmarked chunks to their free lists.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "ns_internal.h"
+
+static bool in_cache(struct ns_slot_shm *s, int cls, ns_off_t off)
+{
+	for (int i = 0; i < s->cache_n[cls] && i < NS_SLOT_CACHE; i++)
+		if (s->cache[cls][i] == off)
+			return true;
+	return false;
+}
+
+/* Was OFF appended to S's retire list (completely or halfway)?  Repairs a
+ * half-done append. */
+static bool retired_already(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
+{
+	int cls = ns__class_of(c, off);
+
+	if (s->retire_tail == off || (s->retire_tail == 0 && s->retire_head == off)) {
+		if (s->retire_tail == 0) {
+			s->retire_tail = off;
+			s->retire_count++;
+		}
+		return true;
+	}
+	if (s->retire_tail) {
+		struct ns_item_shm *tail = ns__item(c, s->retire_tail);
+		if (tail && tail->next == off) {
+			s->retire_tail = off;
+			s->retire_count++;
+			if (cls >= 0)
+				s->retire_bytes += c->classes[cls].size;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Give back overflow buckets that primary B claimed but never linked. */
+static void release_unlinked_over(ns_cache *c, uint64_t b)
+{
+	for (uint64_t i = 0; i < c->nover; i++) {
+		struct ns_bucket_shm *ob = &c->over[i];
+		if (ns_load_relaxed(&ob->lock) != b + 1)
+			continue;
+		bool linked = false;
+		struct ns_bucket_shm *bk = &c->buckets[b];
+		int err = 0;
+		for (int d = 0; bk && d <= NS_CHAIN_MAX; d++) {
+			if (ns_load_relaxed(&bk->next) == i + 1)
+				linked = true;
+			bk = ns__chain_next(c, bk, &err);
+		}
+		if (!linked)
+			ns_store_release(&ob->lock, 0u);
+	}
+}
+
+static void free_chunk_of(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
+{
+	int cls = ns__class_of(c, off);
+
+	if (cls < 0 || in_cache(s, cls, off))
+		return;
+	s->slab_busy = 1;
+	ns__push_free(c, cls, off);
+	s->slab_busy = 0;
+}
+
+/* Recover slot IDX; the caller holds its OFD lock. */
+static int recover_held(ns_cache *c, uint32_t idx)
+{
+	struct ns_slot_shm *s = &c->slots[idx];
+	uint32_t phase = s->in_phase;
+	uint64_t b1 = s->in_bucket;
+	ns_off_t nw = s->in_new, old = s->in_old;
+	bool audit = s->slab_busy != 0;
+	bool locked = false;
+	uint64_t b = 0;
+
+	if (ns_load_relaxed(&s->state) == NS_SLOT_FREE)
+		return 0;
+	/* The dead process's reads are over. */
+	ns_store_relaxed(&s->epoch, 0ull);
+
+	if (b1 != 0 && b1 - 1 <= c->mask) {
+		b = b1 - 1;
+		locked = ns_load_relaxed(&c->buckets[b].lock) == idx + 1;
+	}
+	if (nw != 0 && (phase == NS_PH_BUILT ||
+			((phase == NS_PH_LOCKED || phase == NS_PH_PUBLISHED) &&
+			 locked && ns__chain_find_locked(c, b, nw) == NULL))) {
+		/* Never published: nobody can have seen it. */
+		s->in_new = 0;
+		free_chunk_of(c, s, nw);
+	}
+	if (old != 0) {
+		bool gone;
+		if (phase == NS_PH_UNLOCKED)
+			gone = true;
+		else if ((phase == NS_PH_LOCKED || phase == NS_PH_PUBLISHED) && locked)
+			gone = ns__chain_find_locked(c, b, old) == NULL;
+		else
+			gone = false;
+		if (gone && !retired_already(c, s, old))
+			ns__retire_slot(c, s, old);
+	}
+	if (locked) {
+		release_unlinked_over(c, b);
+		ns_store_release(&c->buckets[b].lock, 0u);
+	}
+	if (ns_load_relaxed(&c->hdr->spaces_lock) == idx + 1)
+		ns_store_release(&c->hdr->spaces_lock, 0u);
+	s->in_phase = NS_PH_NONE;
+	s->in_bucket = s->in_new = s->in_old = 0;
+
+	/* A chunk at the head of the retire list and in the cache was being
+	 * moved from one to the other: it belongs to the cache. */
+	if (s->retire_head) {
+		int cls = ns__class_of(c, s->retire_head);
+		if (cls >= 0 && in_cache(s, cls, s->retire_head)) {
+			struct ns_item_shm *it = ns__item(c, s->retire_head);
+			s->retire_head = it ? it->next : 0;
+			if (s->retire_head == 0)
+				s->retire_tail = 0;
+			if (s->retire_count)
+				s->retire_count--;
+		}
+	}
+	for (int k = 0; k < NS_MAX_CLASSES; k++) {
+		while (s->cache_n[k] > 0 && s->cache_n[k] <= NS_SLOT_CACHE) {
+			ns_off_t off = s->cache[k][s->cache_n[k] - 1];
+			s->slab_busy = 1;
+			s->cache_n[k]--;
+			if (ns__class_of(c, off) == k)
+				ns__push_free(c, k, off);
+			s->slab_busy = 0;
+		}
+		s->cache_n[k] = 0;
+	}
+	ns__reclaim_slot(c, s, false);
+	if (audit)
+		ns_add_return(&c->hdr->audit_wanted, 1u);
+	ns_add_return(&c->hdr->recoveries, 1ull);
+	ns_store_release(&s->state, (uint32_t)(s->retire_head ? NS_SLOT_ORPHAN
+							      : NS_SLOT_FREE));
+	return 1;
+}
+
+int ns__recover_slot(ns_cache *c, struct ns_thr *t, uint32_t idx)
+{
+	int fd, err, r;
+
+	if (idx >= c->nslots)
+		return NS_EINVAL;
+	if (ns_load_relaxed(&c->slots[idx].state) == NS_SLOT_FREE)
+		return 0;
+	if (t == NULL) {
+		/* Called from inside try_claim, which holds the lock. */
+		return recover_held(c, idx);
+	}
+	fd = t->fd;
+	err = ns__lock_byte(fd, NS_LOCK_SLOT_BASE + (off_t)idx, F_WRLCK, false);
+	if (err == NS_EBUSY)
+		return 0; /* alive, or somebody else is recovering it */
+	if (err)
+		return err;
+	r = recover_held(c, idx);
+	ns__lock_byte(fd, NS_LOCK_SLOT_BASE + (off_t)idx, F_UNLCK, false);
+	return r;
+}
+
+int ns__recover_dead(ns_cache *c)
+{
+	int n = 0, err = 0, fd;
+	struct ns_thr *t = ns__thr(c, &err);
+
+	if (t == NULL)
+		return err;
+	fd = t->fd;
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		if (i == t->idx || ns_load_relaxed(&c->slots[i].state) == NS_SLOT_FREE)
+			continue;
+		if (ns__slot_alive(c, fd, i) == 0 && ns__recover_slot(c, t, i) > 0)
+			n++;
+	}
+	return n;
+}
+
+/* ---- consistency check -------------------------------------------------- */
+
+enum { M_NONE, M_REACH, M_FREE, M_CACHED, M_RETIRED, M_FLIGHT };
+
+struct marks {
+	ns_cache *c;
+	uint8_t *m;
+	uint64_t max_per_page;
+	struct ns_verify_report *rep;
+};
+
+static void fail(struct ns_verify_report *rep, const char *fmt, unsigned long long a,
+		 unsigned long long b)
+{
+	if (rep->first_error[0] == '\0')
+		snprintf(rep->first_error, sizeof(rep->first_error), fmt, a, b);
+}
+
+/* Index of OFF in the mark array, or UINT64_MAX if OFF is not a carved chunk. */
+static uint64_t chunk_id(struct marks *mk, ns_off_t off)
+{
+	ns_cache *c = mk->c;
+	int cls = ns__class_of(c, off);
+	if (cls < 0)
+		return UINT64_MAX;
+	uint64_t rel = off - c->data_off;
+	uint64_t i = (rel % NS_PAGE_SIZE) / c->classes[cls].size;
+	uint32_t carved = ns_load_relaxed(&c->pages[rel / NS_PAGE_SIZE].carved);
+	if (i >= carved)
+		return UINT64_MAX;
+	return rel / NS_PAGE_SIZE * mk->max_per_page + i;
+}
+
+static bool mark(struct marks *mk, ns_off_t off, uint8_t how, const char *where)
+{
+	uint64_t id = chunk_id(mk, off);
+
+	if (id == UINT64_MAX) {
+		mk->rep->bad_refs++;
+		if (mk->rep->first_error[0] == '\0')
+			snprintf(mk->rep->first_error, sizeof(mk->rep->first_error),
+				 "bad offset %llu in %s", (unsigned long long)off, where);
+		return false;
+	}
+	if (mk->m[id] != M_NONE) {
+		mk->rep->doubled++;
+		if (mk->rep->first_error[0] == '\0')
+			snprintf(mk->rep->first_error, sizeof(mk->rep->first_error),
+				 "chunk %llu in %s and in place %u",
+				 (unsigned long long)off, where, mk->m[id]);
+		return false;
+	}
+	mk->m[id] = how;
+	return true;
+}
+
+static bool marked(struct marks *mk, ns_off_t off)
+{
+	uint64_t id = chunk_id(mk, off);
+	return id != UINT64_MAX && mk->m[id] != M_NONE;
+}
+
+static void mark_index(struct marks *mk)
+{
+	ns_cache *c = mk->c;
+	struct ns_verify_report *rep = mk->rep;
+	uint8_t *linked = calloc(c->nover + 1, 1);
+
+	for (uint64_t b = 0; b <= c->mask; b++) {
+		struct ns_bucket_shm *bk = &c->buckets[b];
+		int err = 0;
+		if (ns_load_relaxed(&bk->lock) != 0)
+			rep->locked++;
+		for (int d = 0; bk; d++) {
+			if (d > NS_CHAIN_MAX) {
+				rep->bad_refs++;
+				fail(rep, "chain of bucket %llu too long%.0llu",
+				     (unsigned long long)b, 0);
+				break;
+			}
+			for (int i = 0; i < NS_BUCKET_SLOTS; i++) {
+				uint64_t w = ns_load_relaxed(&bk->slot[i]);
+				if (w == 0)
+					continue;
+				ns_off_t off = w & NS_SLOT_OFF_MASK;
+				if (!mark(mk, off, M_REACH, "index"))
+					continue;
+				struct ns_item_shm *it = ns__item(c, off);
+				rep->reachable++;
+				if (it->state != NS_CH_LIVE || (it->hash & c->mask) != b) {
+					rep->bad_refs++;
+					fail(rep, "item %llu misplaced in bucket %llu",
+					     (unsigned long long)off, (unsigned long long)b);
+				}
+			}
+			bk = ns__chain_next(c, bk, &err);
+			if (bk) {
+				uint64_t oi = (uint64_t)(bk - c->over);
+				if (linked[oi]++) {
+					rep->bad_refs++;
+					fail(rep, "overflow bucket %llu linked twice%.0llu",
+					     (unsigned long long)oi, 0);
+					break;
+				}
+				if (ns_load_relaxed(&bk->lock) != b + 1) {
+					rep->bad_refs++;
+					fail(rep, "overflow bucket %llu not owned by %llu",
+					     (unsigned long long)oi, (unsigned long long)b);
+				}
+			}
+			if (err) {
+				rep->bad_refs++;
+				fail(rep, "bad chain link in bucket %llu%.0llu",
+				     (unsigned long long)b, 0);
+				break;
+			}
+		}
+	}
+	for (uint64_t i = 0; i < c->nover; i++) {
+		if (ns_load_relaxed(&c->over[i].lock) != 0 && !linked[i]) {
+			rep->bad_refs++;
+			fail(rep, "overflow bucket %llu claimed, not linked%.0llu",
+			     (unsigned long long)i, 0);
+		}
+	}
+	free(linked);
+}
+
+static void mark_free_lists(struct marks *mk)
+{
+	ns_cache *c = mk->c;
+
+	for (uint32_t k = 0; k < c->nclasses; k++) {
+		ns_off_t off = (c->classes[k].free_head & ((1ull << 40) - 1)) << 3;
+		uint64_t n = 0;
+		while (off) {
+			if (ns__class_of(c, off) != (int)k || n++ > mk->rep->chunks) {
+				mk->rep->bad_refs++;
+				fail(mk->rep, "free list of class %llu broken at %llu",
+				     k, (unsigned long long)off);
+				break;
+			}
+			if (!mark(mk, off, M_FREE, "free list"))
+				break;
+			mk->rep->free++;
+			off = ((struct ns_item_shm *)(c->base + off))->next;
+		}
+	}
+}
+
+static void mark_slots(struct marks *mk)
+{
+	ns_cache *c = mk->c;
+
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct ns_slot_shm *s = &c->slots[i];
+		if (s->state == NS_SLOT_FREE)
+			continue;
+		for (int k = 0; k < NS_MAX_CLASSES; k++)
+			for (int j = 0; j < s->cache_n[k] && j < NS_SLOT_CACHE; j++)
+				if (mark(mk, s->cache[k][j], M_CACHED, "slot cache"))
+					mk->rep->cached++;
+		uint64_t n = 0;
+		for (ns_off_t off = s->retire_head; off; n++) {
+			if (n > mk->rep->chunks)
+				break;
+			/* The head may also sit in the cache (see recovery). */
+			if (off == s->retire_head && marked(mk, off)) {
+				off = ns__item(c, off)->next;
+				continue;
+			}
+			if (!mark(mk, off, M_RETIRED, "retire list"))
+				break;
+			mk->rep->retired++;
+			off = ns__item(c, off)->next;
+		}
+		if (s->in_new && !marked(mk, s->in_new) &&
+		    mark(mk, s->in_new, M_FLIGHT, "intent"))
+			mk->rep->in_flight++;
+		if (s->in_old && !marked(mk, s->in_old) &&
+		    mark(mk, s->in_old, M_FLIGHT, "intent"))
+			mk->rep->in_flight++;
+	}
+}
+
+static int run_marks(ns_cache *c, struct ns_verify_report *rep, struct marks *mk)
+{
+	uint32_t used = ns_load_relaxed(&c->hdr->next_page);
+
+	memset(rep, 0, sizeof(*rep));
+	mk->c = c;
+	mk->rep = rep;
+	mk->max_per_page = NS_PAGE_SIZE / NS_MIN_CHUNK;
+	mk->m = calloc((size_t)c->npages * mk->max_per_page, 1);
+	if (mk->m == NULL)
+		return ns__errno(ENOMEM);
+	if (used > c->npages)
+		used = c->npages;
+	for (uint32_t p = 0; p < used; p++) {
+		uint32_t k = c->pages[p].cls, carved = c->pages[p].carved;
+		if (k == 0 || k > c->nclasses)
+			continue;
+		if (carved > c->classes[k - 1].per_page)
+			carved = c->classes[k - 1].per_page;
+		rep->chunks += carved;
+	}
+	mark_index(mk);
+	mark_free_lists(mk);
+	mark_slots(mk);
+	rep->items = rep->reachable;
+	return 0;
+}
+
+/* Call FN on every carved chunk no record holds. */
+static uint64_t sweep(struct marks *mk, void (*fn)(ns_cache *, int, ns_off_t))
+{
+	ns_cache *c = mk->c;
+	uint32_t used = ns_load_relaxed(&c->hdr->next_page);
+	uint64_t n = 0;
+
+	if (used > c->npages)
+		used = c->npages;
+	for (uint32_t p = 0; p < used; p++) {
+		uint32_t k = c->pages[p].cls, carved = c->pages[p].carved;
+		if (k == 0 || k > c->nclasses)
+			continue;
+		if (carved > c->classes[k - 1].per_page)
+			carved = c->classes[k - 1].per_page;
+		for (uint32_t i = 0; i < carved; i++) {
+			if (mk->m[p * mk->max_per_page + i] != M_NONE)
+				continue;
+			n++;
+			if (fn)
+				fn(c, (int)k - 1, c->data_off + (uint64_t)p * NS_PAGE_SIZE +
+						   (uint64_t)i * c->classes[k - 1].size);
+		}
+	}
+	return n;
+}
+
+int ns__verify(ns_cache *c, struct ns_verify_report *rep)
+{
+	struct marks mk;
+	int err = run_marks(c, rep, &mk);
+
+	if (err)
+		return err;
+	rep->leaked = sweep(&mk, NULL);
+	if (rep->leaked && rep->first_error[0] == '\0')
+		snprintf(rep->first_error, sizeof(rep->first_error),
+			 "%llu chunks held by no record", (unsigned long long)rep->leaked);
+	free(mk.m);
+	return (rep->leaked || rep->doubled || rep->bad_refs) ? NS_ECORRUPT : 0;
+}
+
+int64_t ns__audit(ns_cache *c)
+{
+	struct ns_verify_report rep;
+	struct marks mk;
+	int err = 0;
+	struct ns_thr *t = ns__thr(c, &err);
+	uint64_t n;
+
+	if (t == NULL)
+		return err;
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		if (i != t->idx && ns_load_relaxed(&c->slots[i].state) != NS_SLOT_FREE &&
+		    ns__slot_alive(c, t->fd, i) != 0)
+			return NS_EBUSY; /* exact only without other live writers */
+	}
+	ns__recover_dead(c);
+	err = run_marks(c, &rep, &mk);
+	if (err)
+		return err;
+	if (rep.doubled || rep.bad_refs) {
+		free(mk.m);
+		return NS_ECORRUPT;
+	}
+	n = sweep(&mk, ns__push_free);
+	free(mk.m);
+	ns_store_relaxed(&c->hdr->audit_wanted, 0u);
+	return (int64_t)n;
+}

@@ -1,0 +1,368 @@
+/*
+ * slab.c - the slab allocator: size classes, pages, free lists, per-slot
+ * chunk caches, and eviction when memory runs out.
+ *
+ * Memory is cut into 1 MiB pages (a multiple of the 4 KiB page and half a
+ * 2 MiB huge page, so two of them fill one huge page).  A page belongs to
+ * one size class and is carved into equal chunks.  Classes grow by a factor
+ * of 1.25 from 64 bytes, memcached's default growth factor: the internal
+ * waste of a chunk is at most 20% and the class count stays under 48.
+ *
+ *   class k:  free_head --> chunk --> chunk --> 0   (next in the chunk)
+ *             cur_page:  [chunk|chunk|chunk|....]   carved counter: bump
+ *   slot s:   cache[k] = { up to NS_SLOT_CACHE chunks }
+ *
+ * Allocation tries, in order: the caller's own cache (no atomics); the
+ * class free list (a Treiber stack whose head packs the chunk offset / 8
+ * into 40 bits and a 24-bit tag into the rest of one 64-bit word, so a CAS
+ * fails if the head was popped and pushed back meanwhile: the ABA problem);
+ * the bump cursor of the class's current page; a fresh page from the pool;
+ * then reclamation of the caller's retired items; then eviction.
+ *
+ * Crash safety: a chunk always sits in one record that recovery can read
+ * (a free list, a slot cache, an intent, the index, a retire list), except
+ * inside the few instructions between a CAS on a shared list and the store
+ * that records the result.  Those windows are bracketed by slot.slab_busy;
+ * a slot found dead with it set may have leaked one chunk, and recovery
+ * raises hdr.audit_wanted so that the mark-and-sweep audit takes it back.
+ * Every window errs towards a leak, never towards a chunk in two places.
+ *
+ * Eviction samples: it picks random carved chunks of the class that needs
+ * memory, keeps the live ones, and evicts the expired one or else the one
+ * with the oldest access hint, Redis's approximated LRU.  Readers never
+ * write for this (the hint is written at most once a second per item).
+ */
+#define _GNU_SOURCE
+#include <sched.h>
+
+#include <atomic_ops.h>
+
+#include "ns_internal.h"
+
+#define TAG_SHIFT 40
+#define OFF_MASK ((1ull << TAG_SHIFT) - 1)
+
+static inline uint64_t pack(ns_off_t off, uint64_t tag)
+{
+	return (off >> 3) | (tag << TAG_SHIFT);
+}
+static inline ns_off_t head_off(uint64_t h) { return (h & OFF_MASK) << 3; }
+static inline uint64_t head_tag(uint64_t h) { return h >> TAG_SHIFT; }
+
+static bool cas64(uint64_t *p, uint64_t o, uint64_t n)
+{
+	return AO_compare_and_swap_full((volatile AO_t *)p, (AO_t)o, (AO_t)n);
+}
+
+void ns__slab_init(ns_cache *c)
+{
+	uint32_t size = NS_MIN_CHUNK, k = 0;
+
+	for (;;) {
+		struct ns_class_shm *cl = &c->classes[k];
+		cl->size = size;
+		cl->per_page = NS_PAGE_SIZE / size;
+		k++;
+		if (size == NS_PAGE_SIZE || k == NS_MAX_CLASSES)
+			break;
+		uint32_t next = (uint32_t)((size * 5ull / 4 + 7) & ~7ull);
+		/* Above half a page only one chunk fits anyway: jump to it. */
+		if (next > NS_PAGE_SIZE / 2)
+			next = NS_PAGE_SIZE;
+		size = next;
+	}
+	c->hdr->nclasses = k;
+}
+
+int ns__class_for(const ns_cache *c, size_t bytes)
+{
+	/* Binary search over at most 48 ascending sizes. */
+	int lo = 0, hi = (int)c->nclasses - 1;
+
+	if (bytes > c->classes[hi].size)
+		return -1;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		if (c->classes[mid].size >= bytes)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+int ns__class_of(const ns_cache *c, ns_off_t off)
+{
+	uint64_t rel, p, in;
+	uint32_t k;
+
+	if (off < c->data_off)
+		return -1;
+	rel = off - c->data_off;
+	p = rel / NS_PAGE_SIZE;
+	if (p >= c->npages)
+		return -1;
+	k = ns_load_relaxed(&c->pages[p].cls);
+	if (k == 0 || k > c->nclasses)
+		return -1;
+	in = rel % NS_PAGE_SIZE;
+	if (in % c->classes[k - 1].size != 0 ||
+	    in / c->classes[k - 1].size >= c->classes[k - 1].per_page)
+		return -1;
+	return (int)k - 1;
+}
+
+void ns__push_free(ns_cache *c, int cls, ns_off_t off)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
+	uint64_t h;
+
+	it->state = NS_CH_FREE;
+	do {
+		h = ns_load_acquire(&cl->free_head);
+		it->next = head_off(h);
+	} while (!cas64(&cl->free_head, h, pack(off, head_tag(h) + 1)));
+}
+
+#define NS_POP_TRIES 64 /* CAS retries under contention before giving up */
+
+/* Move one chunk from the class free list into S's cache. */
+static int pop_free(ns_cache *c, struct ns_slot_shm *s, int cls)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+
+	for (int i = 0; i < NS_POP_TRIES; i++) {
+		uint64_t h = ns_load_acquire(&cl->free_head);
+		ns_off_t off = head_off(h), next;
+		struct ns_item_shm *it;
+
+		if (off == 0)
+			return 0;
+		it = ns__item(c, off);
+		if (it == NULL || ns__class_of(c, off) != cls)
+			return NS_ECORRUPT;
+		/* The chunk may be popped and reused by another process while
+		 * we read its link; then the tag has moved and the CAS fails. */
+		next = ns_load_relaxed(&it->next);
+		s->slab_busy = 1;
+		if (cas64(&cl->free_head, h, pack(next, head_tag(h) + 1))) {
+			NS_FAULT("slab:popped");
+			s->cache[cls][s->cache_n[cls]] = off;
+			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
+			s->slab_busy = 0;
+			return 1;
+		}
+		s->slab_busy = 0;
+	}
+	return 0;
+}
+
+static int take_page(ns_cache *c)
+{
+	for (;;) {
+		uint32_t n = ns_load_relaxed(&c->hdr->next_page);
+		if (n >= c->npages)
+			return -1;
+		if (ns_cas(&c->hdr->next_page, n, n + 1) == n)
+			return (int)n;
+	}
+}
+
+/* Carve one chunk of class CLS into S's cache, taking a page if needed. */
+static int carve(ns_cache *c, struct ns_slot_shm *s, int cls)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+
+	for (int tries = 0; tries < 4; tries++) {
+		uint32_t p = ns_load_acquire(&cl->cur_page);
+		if (p != 0 && p <= c->npages) {
+			struct ns_page_shm *pg = &c->pages[p - 1];
+			if (ns_load_relaxed(&pg->carved) < cl->per_page) {
+				s->slab_busy = 1;
+				uint32_t i = ns_add_return(&pg->carved, 1u) - 1;
+				if (i < cl->per_page) {
+					ns_off_t off = c->data_off +
+						(uint64_t)(p - 1) * NS_PAGE_SIZE +
+						(uint64_t)i * cl->size;
+					s->cache[cls][s->cache_n[cls]] = off;
+					ns_store_relaxed(&s->cache_n[cls],
+							 (uint8_t)(s->cache_n[cls] + 1));
+					s->slab_busy = 0;
+					return 1;
+				}
+				s->slab_busy = 0;
+			}
+		}
+		/* The current page is used up: install the spare or a new one. */
+		int np;
+		uint32_t sp = ns_load_relaxed(&cl->spare_page);
+		if (sp != 0 && ns_cas(&cl->spare_page, sp, 0u) == sp) {
+			np = (int)sp - 1;
+		} else {
+			s->slab_busy = 1;
+			np = take_page(c);
+			if (np < 0) {
+				s->slab_busy = 0;
+				return 0;
+			}
+			c->pages[np].carved = 0;
+			ns_store_release(&c->pages[np].cls, (uint32_t)cls + 1);
+			ns_add_return(&cl->npages, 1u);
+		}
+		if (ns_cas(&cl->cur_page, p, (uint32_t)np + 1) != p) {
+			/* Another process installed a page first; keep ours
+			 * as the spare (or, if there is one, it stays assigned
+			 * and uncarved: wasted space, not a lost chunk). */
+			ns_cas(&cl->spare_page, 0u, (uint32_t)np + 1);
+		}
+		s->slab_busy = 0;
+	}
+	return 0;
+}
+
+static inline uint64_t rnd(struct ns_thr *t)
+{
+	/* xorshift64* (Marsaglia 2003, Vigna's multiplier) */
+	uint64_t x = t->rng ? t->rng : (0x9e3779b97f4a7c15ull ^ (uintptr_t)t);
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	t->rng = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+#define NS_EVICT_SAMPLES 8    /* live items compared per eviction (Redis uses 5) */
+#define NS_EVICT_PROBES 64    /* chunk probes to find them */
+
+int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+	uint32_t used = ns_load_relaxed(&c->hdr->next_page);
+	uint64_t now = ns__now_ms();
+	ns_off_t best = 0;
+	uint64_t best_score = UINT64_MAX;
+	int found = 0;
+
+	if (used > c->npages)
+		used = c->npages;
+	if (used == 0 || ns_load_relaxed(&cl->npages) == 0)
+		return NS_ENOMEM;
+	for (int probe = 0; probe < NS_EVICT_PROBES && found < NS_EVICT_SAMPLES; probe++) {
+		/* A random page of this class: scan from a random start. */
+		uint32_t start = (uint32_t)(rnd(t) % used), p = UINT32_MAX;
+		for (uint32_t k = 0; k < used; k++) {
+			uint32_t q = (start + k) % used;
+			if (ns_load_relaxed(&c->pages[q].cls) == (uint32_t)cls + 1) {
+				p = q;
+				break;
+			}
+		}
+		if (p == UINT32_MAX)
+			return NS_ENOMEM;
+		uint32_t carved = ns_load_relaxed(&c->pages[p].carved);
+		if (carved > cl->per_page)
+			carved = cl->per_page;
+		if (carved == 0)
+			continue;
+		ns_off_t off = c->data_off + (uint64_t)p * NS_PAGE_SIZE +
+			       (rnd(t) % carved) * cl->size;
+		struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
+		if (ns_load_relaxed(&it->state) != NS_CH_LIVE)
+			continue;
+		found++;
+		uint64_t e = ns_load_relaxed(&it->expire_ms);
+		uint64_t score = (e != 0 && e <= now) ? 0 : 1u + ns_load_relaxed(&it->atime);
+		if (score < best_score) {
+			best_score = score;
+			best = off;
+		}
+	}
+	if (best == 0)
+		return NS_ENOMEM;
+
+	/* The sample was read without a lock; confirm under the bucket lock
+	 * that the chunk is still the item the index points at. */
+	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + best);
+	uint64_t b = ns_load_relaxed(&it->hash) & c->mask;
+	ns_store_relaxed(&t->slot->in_bucket, b + 1);
+	int err = ns__bucket_lock(c, t, b);
+	if (err) {
+		ns_store_relaxed(&t->slot->in_bucket, 0ull);
+		return err;
+	}
+	uint64_t *word = ns__chain_find_locked(c, b, best);
+	if (word == NULL) {
+		ns__bucket_unlock(c, t, b);
+		ns_store_relaxed(&t->slot->in_bucket, 0ull);
+		return NS_ENOTFOUND; /* it went away meanwhile: try again */
+	}
+	ns__unlink_locked(c, t, b, word, best);
+	ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
+	ns_add_return(&cl->evictions, 1ull);
+	return 0;
+}
+
+#define NS_ALLOC_ROUNDS 16   /* reclaim/evict rounds before NS_ENOMEM */
+#define NS_EVICT_PER_ROUND 4 /* evictions per round; a grace period each */
+
+int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
+{
+	struct ns_slot_shm *s = t->slot;
+
+	for (int round = 0; round <= NS_ALLOC_ROUNDS; round++) {
+		int n = s->cache_n[cls];
+		if (n > 0) {
+			ns_off_t off = s->cache[cls][n - 1];
+			/* Record the intent first, then leave the cache:
+			 * dying in between leaves it in both, and recovery
+			 * counts it once. */
+			ns_store_relaxed(&s->in_new, off);
+			ns_store_relaxed(&s->in_phase, (uint32_t)NS_PH_BUILT);
+			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(n - 1));
+			NS_FAULT("alloc:taken");
+			*out = off;
+			return 0;
+		}
+		int r = pop_free(c, s, cls);
+		if (r < 0)
+			return r;
+		if (r > 0 || carve(c, s, cls))
+			continue;
+		if (s->retire_count && ns__reclaim(c, t) > 0)
+			continue;
+		/* Out of memory: evict a few of this class, then reclaim. */
+		int evicted = 0;
+		for (int i = 0; i < NS_EVICT_PER_ROUND; i++) {
+			int e = ns__evict(c, t, cls);
+			if (e == 0)
+				evicted++;
+			else if (e == NS_ENOMEM || e == NS_EBUSY || e == NS_ECORRUPT)
+				break;
+		}
+		if (s->retire_count)
+			ns__reclaim(c, t);
+		if (evicted == 0 && s->cache_n[cls] == 0 && round > 2)
+			return NS_ENOMEM;
+		if (s->cache_n[cls] == 0)
+			sched_yield(); /* readers inside a grace period */
+	}
+	return NS_ENOMEM;
+}
+
+void ns__free(ns_cache *c, struct ns_thr *t, ns_off_t off)
+{
+	struct ns_slot_shm *s = t->slot;
+	int cls = ns__class_of(c, off);
+
+	if (cls < 0)
+		return; /* not a chunk: never ours to free */
+	if (s->cache_n[cls] < NS_SLOT_CACHE) {
+		s->cache[cls][s->cache_n[cls]] = off;
+		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
+		return;
+	}
+	s->slab_busy = 1;
+	ns__push_free(c, cls, off);
+	s->slab_busy = 0;
+}
