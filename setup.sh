@@ -48,10 +48,16 @@ install_deps() {
 }
 
 # Configure once with the default build type, then let ninja do the rest
-# (it re-runs meson by itself when a meson.build changes).
+# (it re-runs meson by itself when a meson.build changes).  A build
+# directory with meson's state but no build.ninja is the remains of an
+# interrupted setup, and is configured again from scratch.
 build() {
-	if [[ ! -f $BUILD_DIR/meson-private/coredata.dat ]]; then
-		meson setup "$BUILD_DIR"
+	if [[ ! -f $BUILD_DIR/build.ninja ]]; then
+		if [[ -f $BUILD_DIR/meson-private/coredata.dat ]]; then
+			meson setup --wipe "$BUILD_DIR"
+		else
+			meson setup "$BUILD_DIR"
+		fi
 	fi
 	ninja -C "$BUILD_DIR"
 }

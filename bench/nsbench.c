@@ -394,7 +394,11 @@ static inline void value_stamp(unsigned char *val, size_t len, uint32_t k)
 	memcpy(val, &k, len < sizeof(k) ? len : sizeof(k));
 }
 
-/* Set by SIGINT or SIGTERM in the parent; the wait loops look at it. */
+/*
+ * Set by SIGINT or SIGTERM in the parent; the wait loops look at it.  A
+ * volatile sig_atomic_t is the one type C promises a signal handler may
+ * write and the interrupted code read; it is never shared between processes.
+ */
 static volatile sig_atomic_t stop_requested;
 
 static void on_stop_signal(int sig)
@@ -603,6 +607,11 @@ static inline uint32_t rw_hash(const char *key, size_t klen)
 	return (uint32_t)(h ^ (h >> 32));
 }
 
+/*
+ * Offsets to pointers.  rw_be_setup() rounds every offset and the entry
+ * size to a multiple of 8 (buckets and entries to 64), so the casts below
+ * are always aligned.
+ */
 static inline uint64_t *rw_buckets(struct rw_shm *t)
 {
 	return (uint64_t *)((char *)t + t->buckets_off);
@@ -1346,6 +1355,14 @@ int main(int argc, char **argv)
 	printf("# histogram: exact below %u ns, then %u sub-buckets per power "
 	       "of two (bucket width <= 3.1%%, midpoint reported)\n",
 	       HIST_EXACT, HIST_SUB);
+#ifndef __OPTIMIZE__
+	/*
+	 * The library is built with the same build type; numbers from an
+	 * unoptimized build say little about either store.
+	 */
+	printf("# warning: built without optimization; configure with "
+	       "--buildtype=release for meaningful numbers\n");
+#endif
 
 	status = 0;
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {

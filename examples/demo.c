@@ -112,7 +112,11 @@ struct demo {
 	size_t stats_size;
 };
 
-/* Set by SIGINT or SIGTERM in the parent; the wait loop looks at it. */
+/*
+ * Set by SIGINT or SIGTERM in the parent; the wait loop looks at it.  A
+ * volatile sig_atomic_t is the one type C promises a signal handler may
+ * write and the interrupted code read; it is never shared between processes.
+ */
 static volatile sig_atomic_t stop_requested;
 
 static void on_stop_signal(int sig)

@@ -49,6 +49,8 @@ void ns__retire_slot(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
 	cmm_smp_mb();
 	it->retire_epoch = (uint32_t)ns_load_relaxed(&c->hdr->epoch);
 	it->next = 0;
+	/* Readers never look at state; eviction and the audit do. */
+	ns_store_relaxed(&it->state, (uint32_t)NS_CH_RETIRED);
 	if (s->retire_tail) {
 		struct ns_item_shm *tail = ns__item(c, s->retire_tail);
 		if (tail)

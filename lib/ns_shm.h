@@ -69,7 +69,7 @@ enum {
 };
 
 /* Chunk states (ns_item_shm.state); informative, for the audit. */
-enum { NS_CH_FREE = 0x46524545u, NS_CH_LIVE = 0x4c495645u };
+enum { NS_CH_FREE = 0x46524545u, NS_CH_LIVE = 0x4c495645u, NS_CH_RETIRED = 0x52455449u };
 
 /* File byte ranges used for OFD locks (not data: locks may lie past EOF). */
 #define NS_LOCK_INIT 0          /* creator holds it exclusively while initializing */

@@ -303,7 +303,7 @@ int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
 	return 0;
 }
 
-#define NS_ALLOC_ROUNDS 16   /* reclaim/evict rounds before NS_ENOMEM */
+#define NS_ALLOC_ROUNDS 32   /* reclaim/evict rounds before NS_ENOMEM */
 #define NS_EVICT_PER_ROUND 4 /* evictions per round; a grace period each */
 
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
@@ -342,10 +342,10 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 		}
 		if (s->retire_count)
 			ns__reclaim(c, t);
-		if (evicted == 0 && s->cache_n[cls] == 0 && round > 2)
-			return NS_ENOMEM;
+		if (evicted == 0 && ns_load_relaxed(&c->classes[cls].npages) == 0)
+			return NS_ENOMEM; /* no page, no item of this class: nothing to evict */
 		if (s->cache_n[cls] == 0)
-			sched_yield(); /* readers inside a grace period */
+			sched_yield(); /* readers inside a grace period, or lost races */
 	}
 	return NS_ENOMEM;
 }
