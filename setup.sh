@@ -10,7 +10,7 @@ set -euo pipefail
 # Work from the repository root whatever the caller's directory is.
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 
-PACKAGES=(meson ninja-build pkg-config liburcu-dev libatomic-ops-dev
+PACKAGES=(meson ninja-build pkg-config g++ liburcu-dev libatomic-ops-dev
 	libcmocka-dev)
 BUILD_DIR=build
 

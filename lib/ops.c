@@ -298,7 +298,7 @@ static void intent_clear(struct ns_slot_shm *sl)
 	ns_store_relaxed(&sl->in_new, 0ull);
 }
 
-#define NS_RETIRE_BATCH 64          /* retired items before a reclaim pass */
+#define NS_RETIRE_BATCH 256 /* retired items per reclaim pass: one membarrier each */
 #define NS_RETIRE_BYTES (1u << 20)  /* or this many bytes, for big items */
 
 static void maybe_reclaim(ns_cache *c, struct ns_thr *t)
