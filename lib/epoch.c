@@ -69,11 +69,10 @@ void ns__retire_slot(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
 static uint64_t reader_floor(ns_cache *c, uint64_t now, uint32_t *blocker)
 {
 	uint64_t min = now;
-	bool mb_ok = true;
+	/* Always issued, even by a process that did not register itself:
+	 * registration is what the readers did, and they rely on it. */
+	bool mb_ok = ns__membarrier(c) == 0;
 
-	if (c->membarrier_ok || c->rdonly) {
-		mb_ok = ns__membarrier(c) == 0;
-	}
 	/* Orders our loads of the slots after the epoch increment. */
 	cmm_smp_mb();
 	for (uint32_t i = 0; i < c->nslots; i++) {

@@ -29,8 +29,8 @@ const char *ns_strerror(int err)
 	default:
 		break;
 	}
-	if (err <= -NS__ERRNO_BASE)
-		return strerror(-err - NS__ERRNO_BASE);
+	if (err <= -NS__ERRNO_BASE && (long long)err > -(NS__ERRNO_BASE + 4096LL))
+		return strerror((int)(-(long long)err - NS__ERRNO_BASE));
 	return "unknown error";
 }
 

@@ -149,6 +149,7 @@ static inline struct ns_thr *ns__thr(ns_cache *c, int *err)
 	return ns__thr_slow(c, err);
 }
 void ns__thr_release(struct ns_thr *t);
+void ns__thr_exit(void *t);
 /* 1: a live process owns slot IDX; 0: nobody does; <0: error. */
 int ns__slot_alive(ns_cache *c, int fd, uint32_t idx);
 int ns__lock_byte(int fd, off_t byte, short type, bool wait);

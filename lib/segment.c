@@ -229,9 +229,28 @@ static int check_geometry(const struct ns_hdr_shm *h, uint64_t size)
 	    h->index_off < h->pages_off + ((uint64_t)h->npages + 1) * sizeof(struct ns_page_shm) ||
 	    h->over_off != h->index_off + nb * sizeof(struct ns_bucket_shm) ||
 	    h->data_off < h->over_off + h->nover * sizeof(struct ns_bucket_shm) ||
-	    h->data_off % NS_PAGE_SIZE != 0 ||
-	    h->data_off + (uint64_t)h->npages * NS_PAGE_SIZE > size)
+	    h->data_off % NS_PAGE_SIZE != 0 || h->data_off > size ||
+	    h->npages > (size - h->data_off) / NS_PAGE_SIZE)
 		return NS_ECORRUPT;
+	return 0;
+}
+
+/* The class table steers every offset the allocator computes: sizes must
+ * ascend in steps of 8 from NS_MIN_CHUNK to at most a page, and per_page
+ * must match.  Checked once at attach; carve() also bounds each offset. */
+static int check_classes(const ns_cache *c)
+{
+	uint32_t prev = 0;
+
+	for (uint32_t k = 0; k < c->nclasses; k++) {
+		const struct ns_class_shm *cl = &c->classes[k];
+		if (cl->size < NS_MIN_CHUNK || cl->size > NS_PAGE_SIZE ||
+		    cl->size % 8 != 0 || cl->size <= prev ||
+		    cl->per_page != NS_PAGE_SIZE / cl->size ||
+		    cl->cur_page > c->npages || cl->spare_page > c->npages)
+			return NS_ECORRUPT;
+		prev = cl->size;
+	}
 	return 0;
 }
 
@@ -302,6 +321,12 @@ static int map_and_check(ns_cache *c)
 		return ns__errno(errno);
 	}
 	view(c);
+	err = check_classes(c);
+	if (err) {
+		munmap(c->base, c->size);
+		c->base = NULL;
+		return err;
+	}
 	return 0;
 }
 
@@ -453,7 +478,7 @@ int ns_attach(const char *name, const struct ns_attach_opts *opts, ns_cache **ou
 	}
 	if (err)
 		goto fail;
-	if (pthread_key_create(&c->key, NULL) != 0) {
+	if (pthread_key_create(&c->key, ns__thr_exit) != 0) {
 		err = ns__errno(EAGAIN);
 		goto fail_map;
 	}

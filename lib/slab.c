@@ -65,9 +65,15 @@ void ns__slab_init(ns_cache *c)
 		k++;
 		if (size == NS_PAGE_SIZE || k == NS_MAX_CLASSES)
 			break;
-		uint32_t next = (uint32_t)((size * 5ull / 4 + 7) & ~7ull);
-		/* Above half a page only one chunk fits anyway: jump to it. */
-		if (next > NS_PAGE_SIZE / 2)
+		/* x1.25 rounded down to a multiple of 8 (the ratio stays in
+		 * (1, 1.25]); half a page is a class of its own so that two
+		 * such items share a page; above it only one chunk fits. */
+		uint32_t next = (uint32_t)((size * 5ull / 4) & ~7ull);
+		if (next <= size)
+			next = size + 8;
+		if (size < NS_PAGE_SIZE / 2 && next > NS_PAGE_SIZE / 2)
+			next = NS_PAGE_SIZE / 2;
+		else if (size >= NS_PAGE_SIZE / 2)
 			next = NS_PAGE_SIZE;
 		size = next;
 	}
@@ -185,6 +191,10 @@ static int carve(ns_cache *c, struct ns_slot_shm *s, int cls)
 					ns_off_t off = c->data_off +
 						(uint64_t)(p - 1) * NS_PAGE_SIZE +
 						(uint64_t)i * cl->size;
+					if (ns__ptr(c, off, cl->size) == NULL) {
+						s->slab_busy = 0;
+						return 0; /* damaged class or page table */
+					}
 					s->cache[cls][s->cache_n[cls]] = off;
 					ns_store_relaxed(&s->cache_n[cls],
 							 (uint8_t)(s->cache_n[cls] + 1));

@@ -223,6 +223,26 @@ void ns__thr_release(struct ns_thr *t)
 	close(t->fd);
 }
 
+/* pthread key destructor: a thread that exits gives its slot back, so a
+ * pool that replaces its threads does not run out of slots. */
+void ns__thr_exit(void *p)
+{
+	struct ns_thr *t = p, **pp;
+
+	pthread_mutex_lock(&ns__mu);
+	for (pp = &t->c->thrs; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			/* A binding inherited from a parent is the parent's. */
+			if (t->forkgen == ns__forkgen)
+				ns__thr_release(t);
+			free(t);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ns__mu);
+}
+
 #define NS_VERSION_BLOCK 1024 /* versions a slot takes from the header at once */
 
 uint64_t ns__next_version(struct ns_thr *t)

@@ -33,6 +33,10 @@ static const char *points[] = {
 
 static void key_of(char *k, size_t cap, int i) { snprintf(k, cap, "key%d", i); }
 
+/* Keys a worker draws from; the victim uses twice as many, so its sets
+ * keep growing chains and claiming overflow buckets. */
+static int key_range = KEYS;
+
 /* Run mixed ops; return the worst latency in ns, or UINT64_MAX on a bad
  * value or an unexpected error. */
 static uint64_t work(ns_space *s, unsigned seed, uint64_t ms, int del_pct)
@@ -42,7 +46,7 @@ static uint64_t work(ns_space *s, unsigned seed, uint64_t ms, int del_pct)
 
 	srand(seed);
 	while (t_now_ns() < end) {
-		int k = rand() % KEYS, op = rand() % 100, e;
+		int k = rand() % key_range, op = rand() % 100, e;
 		size_t n;
 		uint64_t t0 = t_now_ns();
 
@@ -161,6 +165,7 @@ static void kill_at_each_fault_point(void **state)
 		victim = fork();
 		if (victim == 0) {
 			ns__fault_set(point, 'k');
+			key_range = 2 * KEYS;
 			/* Mostly sets of new keys (overflow claims), many
 			 * deletes (free-list traffic), until the point fires. */
 			work(s, 3u, 10000, 45);

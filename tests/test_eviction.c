@@ -1,0 +1,251 @@
+/*
+ * test_eviction.c - a full cache keeps taking sets by evicting, and says
+ * NS_ENOMEM only when nothing can be evicted (a class that owns no page);
+ * eviction approximates LRU, so keys that keep being read outlive the rest.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define SEG_SIZE (8u << 20)
+
+struct fx {
+	char name[64];
+	ns_cache *c;
+	ns_space *s;
+	struct ns_thr *t;
+	uint64_t t0;
+};
+
+static int setup_items(void **state, uint64_t items)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	int err = 0;
+	snprintf(f->name, sizeof(f->name), "%s", t_name("evict"));
+	f->c = t_create(f->name, SEG_SIZE, items);
+	assert_int_equal(ns_space_open(f->c, "test:evict", &f->s), 0);
+	f->t = ns__thr(f->c, &err);
+	assert_non_null(f->t);
+	f->t0 = f->c->hdr->created_ms + 60000;
+	ns__test_clock(f->t0);
+	*state = f;
+	return 0;
+}
+
+/* Index room for more items than memory holds: only memory runs out. */
+static int setup_small_items(void **state) { return setup_items(state, 100000); }
+static int setup(void **state) { return setup_items(state, 65536); }
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	ns__test_clock(0);
+	ns_detach(f->c);
+	ns_unlink(f->name);
+	free(f);
+	return 0;
+}
+
+static ns_off_t find_item(ns_space *s, const void *key, size_t klen)
+{
+	ns_cache *c = s->c;
+	uint64_t h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
+	struct ns_bucket_shm *bk = &c->buckets[h & c->mask];
+	int err = 0;
+
+	for (int d = 0; bk && d <= NS_CHAIN_MAX; d++) {
+		for (int i = 0; i < NS_BUCKET_SLOTS; i++) {
+			uint64_t w = bk->slot[i];
+			struct ns_item_shm *it = ns__item(c, w & NS_SLOT_OFF_MASK);
+			if (w == 0 || (w >> 48) != (h >> 48) || it == NULL)
+				continue;
+			if (it->klen == klen && it->space == s->id &&
+			    memcmp(it + 1, key, klen) == 0)
+				return w & NS_SLOT_OFF_MASK;
+		}
+		bk = ns__chain_next(c, bk, &err);
+	}
+	return 0;
+}
+
+static uint64_t reachable(ns_cache *c)
+{
+	struct ns_verify_report rep;
+	assert_int_equal(ns__verify(c, &rep), 0);
+	return rep.reachable;
+}
+
+/* ---- NS_ENOMEM ---------------------------------------------------------- */
+
+/* An 8-byte key and no value: an item of exactly the 64-byte class. */
+static void small_key(char key[9], uint32_t i) { snprintf(key, 9, "%08x", i); }
+
+static void test_full_cache_keeps_setting_enomem_only_without_victims(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	char key[9];
+
+	assert_int_equal(ns__class_for(c, sizeof(struct ns_item_shm) + 8), 0);
+	uint64_t capacity = (uint64_t)c->npages * c->classes[0].per_page;
+
+	/* Fill every page with class-0 items: nothing evicted on the way. */
+	for (uint32_t i = 0; i < capacity; i++) {
+		small_key(key, i);
+		int r = ns_set(f->s, key, 8, NULL, 0, 0);
+		if (r != 0)
+			fail_msg("set %u of %llu = %d (%s)", i, (unsigned long long)capacity,
+				 r, ns_strerror(r));
+	}
+	assert_int_equal(c->hdr->next_page, c->npages);
+	assert_int_equal(c->classes[0].npages, c->npages);
+	assert_int_equal(c->pages[c->npages - 1].carved, c->classes[0].per_page);
+	assert_int_equal(c->classes[0].evictions, 0);
+	assert_int_equal(reachable(c), capacity);
+
+	/* Full: more sets of the small class still succeed, by evicting. */
+	uint32_t more = (uint32_t)(capacity / 10);
+	for (uint32_t i = 0; i < more; i++) {
+		small_key(key, (uint32_t)capacity + i);
+		int r = ns_set(f->s, key, 8, NULL, 0, 0);
+		if (r != 0)
+			fail_msg("set %u into a full cache = %d (%s)", i, r, ns_strerror(r));
+	}
+	assert_true(c->classes[0].evictions >= more);
+	assert_int_equal(c->hdr->next_page, c->npages);
+	size_t vl;
+	small_key(key, (uint32_t)capacity + more - 1);
+	assert_int_equal(ns_get(f->s, key, 8, NULL, 0, &vl), 0);
+
+	/* A value of a class that owns no page: nothing of it to evict. */
+	static char big[1000];
+	memset(big, 'B', sizeof(big));
+	int cls = ns__class_for(c, sizeof(struct ns_item_shm) + 8 + sizeof(big));
+	assert_true(cls > 0);
+	assert_int_equal(c->classes[cls].npages, 0);
+	uint64_t before = reachable(c);
+	assert_int_equal(ns_set(f->s, "bigvalue", 8, big, sizeof(big), 0), NS_ENOMEM);
+	assert_int_equal(ns_set(f->s, "bigvalue", 8, big, sizeof(big), 0), NS_ENOMEM);
+	/* Failing to replace a key leaves its old value. */
+	assert_int_equal(ns_set(f->s, key, 8, big, sizeof(big), 0), NS_ENOMEM);
+	assert_int_equal(ns_get(f->s, key, 8, NULL, 0, &vl), 0);
+	assert_int_equal(vl, 0);
+	assert_int_equal(reachable(c), before);
+	assert_int_equal(f->t->slot->in_phase, NS_PH_NONE);
+	assert_int_equal(f->t->slot->in_new, 0);
+	t_assert_consistent(c);
+
+	/* And the small class goes on working. */
+	for (uint32_t i = 0; i < 1000; i++) {
+		small_key(key, 0x40000000u + i);
+		assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
+		assert_int_equal(ns_get(f->s, key, 8, NULL, 0, &vl), 0);
+	}
+	t_assert_consistent(c);
+}
+
+/* ---- approximate LRU ---------------------------------------------------- */
+
+#define HOT_EVERY 10       /* every tenth key is hot: 10% */
+#define WRITE_BATCH 1000   /* new keys between two rounds of hot reads */
+
+static void set_val(struct fx *f, const char *key, uint32_t seed)
+{
+	char val[256];
+	size_t vl = t_make_value(val, sizeof(val), key, seed, 100);
+	int r = ns_set(f->s, key, strlen(key), val, vl, 0);
+	if (r != 0)
+		fail_msg("set %s = %d (%s)", key, r, ns_strerror(r));
+}
+
+static int get_val(struct fx *f, const char *key)
+{
+	char buf[256];
+	size_t vl = 0;
+	int r = ns_get(f->s, key, strlen(key), buf, sizeof(buf), &vl);
+	if (r == 0 && t_check_value(buf, vl, key) != 0)
+		fail_msg("get %s: bad value", key);
+	return r;
+}
+
+static void read_hot(struct fx *f, uint64_t n)
+{
+	char key[32];
+	for (uint64_t i = 0; i < n; i += HOT_EVERY) {
+		snprintf(key, sizeof(key), "key-%llu", (unsigned long long)i);
+		get_val(f, key);
+	}
+}
+
+/*
+ * Fill to capacity, read a hot tenth of the keys once per fake second,
+ * and write 80% of capacity in new keys between the rounds of reads.  The
+ * hot keys must survive at more than twice the rate of the cold ones
+ * (random eviction would give both the same rate).
+ */
+static void test_hot_keys_outlive_cold_ones(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	char key[32];
+	uint64_t sec = 0;
+
+	set_val(f, "probe", 0);
+	int cls = ns__class_of(c, find_item(f->s, "probe", 5));
+	assert_true(cls >= 0);
+	assert_int_equal(ns_del(f->s, "probe", 5), 0);
+	uint64_t n = (uint64_t)c->npages * c->classes[cls].per_page;
+
+	for (uint64_t i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "key-%llu", (unsigned long long)i);
+		set_val(f, key, (uint32_t)i);
+	}
+	assert_int_equal(c->classes[cls].npages, c->npages);
+	for (int round = 0; round < 3; round++) {
+		ns__test_clock(f->t0 + ++sec * 1000);
+		read_hot(f, n);
+	}
+	uint64_t nnew = n * 8 / 10;
+	for (uint64_t i = 0; i < nnew; i++) {
+		if (i % WRITE_BATCH == 0) {
+			ns__test_clock(f->t0 + ++sec * 1000);
+			read_hot(f, n);
+		}
+		snprintf(key, sizeof(key), "new-%llu", (unsigned long long)i);
+		set_val(f, key, (uint32_t)i);
+	}
+	assert_true(c->classes[cls].evictions >= nnew - NS_SLOT_CACHE);
+
+	uint64_t hot = 0, hot_in = 0, cold = 0, cold_in = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "key-%llu", (unsigned long long)i);
+		bool in = find_item(f->s, key, strlen(key)) != 0;
+		if (i % HOT_EVERY == 0) {
+			hot++;
+			hot_in += in;
+		} else {
+			cold++;
+			cold_in += in;
+		}
+	}
+	double hs = (double)hot_in / (double)hot, cs = (double)cold_in / (double)cold;
+	print_message("# %llu items, %llu new: hot survival %.3f (%llu/%llu), cold "
+		      "survival %.3f (%llu/%llu)\n", (unsigned long long)n,
+		      (unsigned long long)nnew, hs, (unsigned long long)hot_in,
+		      (unsigned long long)hot, cs, (unsigned long long)cold_in,
+		      (unsigned long long)cold);
+	assert_true(cold_in < cold); /* eviction did happen to cold keys */
+	if (!(hs > 2.0 * cs))
+		fail_msg("hot survival %.3f not above twice cold survival %.3f", hs, cs);
+	t_assert_consistent(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_full_cache_keeps_setting_enomem_only_without_victims, setup_small_items, teardown),
+		cmocka_unit_test_setup_teardown(test_hot_keys_outlive_cold_ones, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
