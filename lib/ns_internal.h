@@ -207,10 +207,6 @@ int ns__evict(ns_cache *c, struct ns_thr *t, int cls);
 int ns__bucket_lock(ns_cache *c, struct ns_thr *t, uint64_t b);
 void ns__bucket_unlock(ns_cache *c, struct ns_thr *t, uint64_t b);
 int ns__owner_lock(ns_cache *c, struct ns_thr *t, uint32_t *word);
-static inline struct ns_bucket_shm *ns__bucket(ns_cache *c, uint64_t b)
-{
-	return &c->buckets[b];
-}
 /* The next bucket of a chain, NULL at the end; *err NS_ECORRUPT on a bad link. */
 struct ns_bucket_shm *ns__chain_next(ns_cache *c, struct ns_bucket_shm *bk, int *err);
 /* The slot word of B's chain that holds OFF, or NULL.  Lock held. */

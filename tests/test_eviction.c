@@ -47,27 +47,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static ns_off_t find_item(ns_space *s, const void *key, size_t klen)
-{
-	ns_cache *c = s->c;
-	uint64_t h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
-	struct ns_bucket_shm *bk = &c->buckets[h & c->mask];
-	int err = 0;
-
-	for (int d = 0; bk && d <= NS_CHAIN_MAX; d++) {
-		for (int i = 0; i < NS_BUCKET_SLOTS; i++) {
-			uint64_t w = bk->slot[i];
-			struct ns_item_shm *it = ns__item(c, w & NS_SLOT_OFF_MASK);
-			if (w == 0 || (w >> 48) != (h >> 48) || it == NULL)
-				continue;
-			if (it->klen == klen && it->space == s->id &&
-			    memcmp(it + 1, key, klen) == 0)
-				return w & NS_SLOT_OFF_MASK;
-		}
-		bk = ns__chain_next(c, bk, &err);
-	}
-	return 0;
-}
 
 static uint64_t reachable(ns_cache *c)
 {
@@ -192,7 +171,7 @@ static void test_hot_keys_outlive_cold_ones(void **state)
 	uint64_t sec = 0;
 
 	set_val(f, "probe", 0);
-	int cls = ns__class_of(c, find_item(f->s, "probe", 5));
+	int cls = ns__class_of(c, t_find_item(f->s, "probe", 5));
 	assert_true(cls >= 0);
 	assert_int_equal(ns_del(f->s, "probe", 5), 0);
 	uint64_t n = (uint64_t)c->npages * c->classes[cls].per_page;
@@ -220,7 +199,7 @@ static void test_hot_keys_outlive_cold_ones(void **state)
 	uint64_t hot = 0, hot_in = 0, cold = 0, cold_in = 0;
 	for (uint64_t i = 0; i < n; i++) {
 		snprintf(key, sizeof(key), "key-%llu", (unsigned long long)i);
-		bool in = find_item(f->s, key, strlen(key)) != 0;
+		bool in = t_find_item(f->s, key, strlen(key)) != 0;
 		if (i % HOT_EVERY == 0) {
 			hot++;
 			hot_in += in;

@@ -50,28 +50,9 @@ static uint64_t key_hash(ns_space *s, const char *key)
 	return ns__hash(s->c->hdr->hash_seed, s->id, key, strlen(key));
 }
 
-/* Offset of the item KEY points at in the index, or 0. */
 static ns_off_t find_item(ns_space *s, const char *key)
 {
-	ns_cache *c = s->c;
-	size_t klen = strlen(key);
-	uint64_t h = key_hash(s, key);
-	struct ns_bucket_shm *bk = &c->buckets[h & c->mask];
-	int err = 0;
-
-	for (int d = 0; bk && d <= NS_CHAIN_MAX; d++) {
-		for (int i = 0; i < NS_BUCKET_SLOTS; i++) {
-			uint64_t w = bk->slot[i];
-			struct ns_item_shm *it = ns__item(c, w & NS_SLOT_OFF_MASK);
-			if (w == 0 || (w >> 48) != (h >> 48) || it == NULL)
-				continue;
-			if (it->klen == klen && it->space == s->id &&
-			    memcmp(it + 1, key, klen) == 0)
-				return w & NS_SLOT_OFF_MASK;
-		}
-		bk = ns__chain_next(c, bk, &err);
-	}
-	return 0;
+	return t_find_item(s, key, strlen(key));
 }
 
 static int chain_len(ns_cache *c, uint64_t b)

@@ -44,28 +44,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Offset of the item KEY points at in the index, or 0. */
-static ns_off_t find_item(ns_space *s, const void *key, size_t klen)
-{
-	ns_cache *c = s->c;
-	uint64_t h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
-	struct ns_bucket_shm *bk = &c->buckets[h & c->mask];
-	int err = 0;
-
-	for (int d = 0; bk && d <= NS_CHAIN_MAX; d++) {
-		for (int i = 0; i < NS_BUCKET_SLOTS; i++) {
-			uint64_t w = bk->slot[i];
-			struct ns_item_shm *it = ns__item(c, w & NS_SLOT_OFF_MASK);
-			if (w == 0 || (w >> 48) != (h >> 48) || it == NULL)
-				continue;
-			if (it->klen == klen && it->space == s->id &&
-			    memcmp(it + 1, key, klen) == 0)
-				return w & NS_SLOT_OFF_MASK;
-		}
-		bk = ns__chain_next(c, bk, &err);
-	}
-	return 0;
-}
 
 static uint64_t free_list_len(ns_cache *c, int cls)
 {
@@ -205,7 +183,7 @@ static void test_class_of_accepts_chunk_starts_only(void **state)
 	/* An item of class 0 and one of class 1 give each class a page. */
 	assert_int_equal(ns_set(f->s, "a", 1, v, 4, 0), 0);
 	assert_int_equal(ns_set(f->s, "b", 1, v, 12, 0), 0);
-	ns_off_t a = find_item(f->s, "a", 1), b = find_item(f->s, "b", 1);
+	ns_off_t a = t_find_item(f->s, "a", 1), b = t_find_item(f->s, "b", 1);
 	assert_true(a != 0 && b != 0);
 	assert_int_equal(ns__class_of(c, a), 0);
 	assert_int_equal(ns__class_of(c, b), 1);
@@ -393,7 +371,7 @@ static void test_max_value_fits_in_last_class(void **state)
 		assert_int_equal(vmax + kl + sizeof(struct ns_item_shm), NS_PAGE_SIZE);
 		assert_int_equal(ns_set(f->s, key, kl, val, vmax + 1, 0), NS_E2BIG);
 		assert_int_equal(ns_set(f->s, key, kl, val, vmax, 0), 0);
-		ns_off_t off = find_item(f->s, key, kl);
+		ns_off_t off = t_find_item(f->s, key, kl);
 		assert_true(off != 0);
 		assert_int_equal(ns__class_of(c, off), (int)c->nclasses - 1);
 		memset(out, 0, vmax0 + 1);

@@ -114,3 +114,25 @@ void t_skip_all(const char *why)
 	printf("1..0 # SKIP %s\n", why);
 	exit(77);
 }
+
+ns_off_t t_find_item(ns_space *s, const void *key, size_t klen)
+{
+	ns_cache *c = s->c;
+	uint64_t h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
+	struct ns_bucket_shm *bk = &c->buckets[h & c->mask];
+	int err = 0;
+
+	for (int d = 0; bk && d <= NS_CHAIN_MAX; d++) {
+		for (int i = 0; i < NS_BUCKET_SLOTS; i++) {
+			uint64_t w = bk->slot[i];
+			struct ns_item_shm *it = ns__item(c, w & NS_SLOT_OFF_MASK);
+			if (w == 0 || (w >> 48) != (h >> 48) || it == NULL)
+				continue;
+			if (it->klen == klen && it->space == s->id &&
+			    memcmp(it + 1, key, klen) == 0)
+				return w & NS_SLOT_OFF_MASK;
+		}
+		bk = ns__chain_next(c, bk, &err);
+	}
+	return 0;
+}

@@ -31,6 +31,9 @@ size_t t_make_value(char *buf, size_t cap, const char *key, uint32_t seed, size_
 int t_check_value(const char *buf, size_t n, const char *key);
 /* Assert the consistency check passes, printing the report otherwise. */
 void t_assert_consistent(ns_cache *c);
+/* Offset of the item KEY points at in S's index (walked here, not through
+ * the library's lookup, so tests check the index independently), or 0. */
+ns_off_t t_find_item(ns_space *s, const void *key, size_t klen);
 /* Skip the whole test binary (exit 77) with a reason. */
 void t_skip_all(const char *why) __attribute__((noreturn));
 
