@@ -37,17 +37,6 @@
 
 #include "ns_internal.h"
 
-struct ns_item_shm *ns__item(ns_cache *c, ns_off_t off)
-{
-	struct ns_item_shm *it;
-
-	if (off < c->data_off || (off & 7) != 0 ||
-	    off > c->size - sizeof(struct ns_item_shm))
-		return NULL;
-	it = (struct ns_item_shm *)(c->base + off);
-	return it;
-}
-
 static uint64_t mono_ms(void)
 {
 	struct timespec ts;

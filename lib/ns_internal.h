@@ -128,6 +128,9 @@ bool ns__fault_set(const char *name, char action);
 uint64_t ns__layout_fingerprint(void);
 bool ns__valid_name(const char *s, size_t max);
 uint64_t ns__now_ms(void);          /* CLOCK_REALTIME, or the test clock */
+/* The same at tick resolution (a few ms), for hints that count seconds:
+ * CLOCK_REALTIME_COARSE reads a word the kernel updates, no TSC read. */
+uint64_t ns__coarse_ms(void);
 void ns__test_clock(uint64_t ms);   /* 0: real clock again */
 uint64_t ns__hash(uint64_t seed, uint32_t space, const void *key, size_t len);
 /* A pointer to LEN bytes at OFF, or NULL when that range is outside the
@@ -213,7 +216,14 @@ struct ns_bucket_shm *ns__chain_next(ns_cache *c, struct ns_bucket_shm *bk, int 
 uint64_t *ns__chain_find_locked(ns_cache *c, uint64_t b, ns_off_t off);
 int ns__over_claim_locked(ns_cache *c, uint64_t b, struct ns_bucket_shm *tail,
 			  uint64_t **slotp);
-struct ns_item_shm *ns__item(ns_cache *c, ns_off_t off);
+/* The item at OFF, or NULL when OFF cannot be the start of a chunk. */
+static inline struct ns_item_shm *ns__item(const ns_cache *c, ns_off_t off)
+{
+	if (off < c->data_off || (off & 7) != 0 ||
+	    off > c->size - sizeof(struct ns_item_shm))
+		return NULL;
+	return (struct ns_item_shm *)(c->base + off);
+}
 
 /* ---- ops.c -------------------------------------------------------------- */
 /* Unlink OFF from bucket B (found by the caller) and retire it, following

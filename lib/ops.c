@@ -208,7 +208,7 @@ int ns_get(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
 	ns_cache *c;
 	struct ns_thr *t = NULL;
 	struct ns_slot_shm *sl = NULL;
-	uint64_t h, now;
+	uint64_t h, exp;
 	int err;
 
 	if (s == NULL || vlen == NULL || (buf == NULL && cap != 0))
@@ -224,7 +224,6 @@ int ns_get(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
 		sl = t->slot;
 	}
 	h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
-	now = ns__now_ms();
 
 	for (int attempt = 0;; attempt++) {
 		uint64_t *word = NULL;
@@ -245,7 +244,10 @@ int ns_get(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
 		it = (struct ns_item_shm *)(c->base + off);
 		ver = ns_load_acquire(&it->version);
 		n = it->vlen;
-		if (it->gen != ns_load_relaxed(&s->shm->gen) || is_expired(it, now)) {
+		/* The precise clock only for items that can expire. */
+		exp = ns_load_relaxed(&it->expire_ms);
+		if (it->gen != ns_load_relaxed(&s->shm->gen) ||
+		    (exp != 0 && exp <= ns__now_ms())) {
 			err = NS_ENOTFOUND;
 			goto out;
 		}
@@ -260,7 +262,7 @@ int ns_get(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
 		}
 		memcpy(buf, item_key(it) + klen, n);
 		if (sl) {
-			uint32_t a = rel_seconds(c, now);
+			uint32_t a = rel_seconds(c, ns__coarse_ms());
 			if (ns_load_relaxed(&it->atime) != a)
 				ns_store_relaxed(&it->atime, a);
 		} else {

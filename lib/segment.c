@@ -130,6 +130,17 @@ uint64_t ns__now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t ns__coarse_ms(void)
+{
+	uint64_t t = ns_load_relaxed(&test_clock_ms);
+	struct timespec ts;
+
+	if (ns_unlikely(t != 0))
+		return t;
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static int shm_path(char *buf, size_t cap, const char *name)
 {
 	int n = snprintf(buf, cap, "/%s", name);
