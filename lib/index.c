@@ -55,7 +55,7 @@ int ns__owner_lock(ns_cache *c, struct ns_thr *t, uint32_t *word)
 	for (unsigned i = 0;; i++) {
 		uint32_t owner = ns_load_relaxed(word);
 
-		if (owner == 0 && ns_cas(word, 0u, me) == 0)
+		if (owner == 0 && ns_cmpxchg(word, 0u, me) == 0)
 			return 0;
 		if (ns_unlikely(owner == me))
 			ns__die("bucket lock taken twice by slot %u", t->idx);
@@ -137,7 +137,7 @@ int ns__over_claim_locked(ns_cache *c, uint64_t b, struct ns_bucket_shm *tail,
 
 		if (ns_load_relaxed(&ob->lock) != 0)
 			continue;
-		if (ns_cas(&ob->lock, 0u, (uint32_t)(b + 1)) != 0)
+		if (ns_cmpxchg(&ob->lock, 0u, (uint32_t)(b + 1)) != 0)
 			continue;
 		NS_FAULT("over:claimed");
 		/* A bucket given back by recovery is empty; make sure. */

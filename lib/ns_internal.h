@@ -48,7 +48,7 @@
 	} while (0)
 
 /* Full-barrier read-modify-writes (liburcu's uatomic_* imply cmm_smp_mb). */
-#define ns_cas(p, o, n) uatomic_cmpxchg((p), (o), (n)) /* returns the old value */
+#define ns_cmpxchg(p, o, n) uatomic_cmpxchg((p), (o), (n)) /* returns the old value */
 #define ns_add_return(p, v) uatomic_add_return((p), (v))
 
 #define ns_likely(x) __builtin_expect(!!(x), 1)
@@ -84,6 +84,7 @@ struct ns_cache {
 	struct ns_hdr_shm *hdr;
 	struct ns_slot_shm *slots;
 	struct ns_space_shm *spaces;
+	struct ns_flight_shm *flights;
 	struct ns_class_shm *classes;
 	struct ns_page_shm *pages;
 	struct ns_bucket_shm *buckets;
@@ -225,11 +226,47 @@ static inline struct ns_item_shm *ns__item(const ns_cache *c, ns_off_t off)
 	return (struct ns_item_shm *)(c->base + off);
 }
 
+/* ---- space.c ------------------------------------------------------------ */
+struct ns_sctr_shm *ns__sctr_slow(ns_cache *c, struct ns_slot_shm *sl, uint32_t space);
+/* The caller's counter set for namespace SPACE (owner only). */
+static inline struct ns_sctr_shm *ns__sctr(ns_cache *c, struct ns_slot_shm *sl,
+					   uint32_t space)
+{
+	struct ns_sctr_shm *e = &sl->sctr[space & (NS_SLOT_SCTR - 1)];
+	if (ns_likely(e->space == space))
+		return e;
+	return ns__sctr_slow(c, sl, space);
+}
+/* Whether item IT reads as present at NOW: stored in its namespace's
+ * current generation and not expired. */
+static inline bool ns__visible(const ns_cache *c, const struct ns_item_shm *it,
+			       uint64_t now)
+{
+	uint32_t id = it->space;
+	uint64_t e = ns_load_relaxed(&it->expire_ms);
+	if (id == 0 || id > c->hdr->nspaces ||
+	    it->gen != ns_load_relaxed(&c->spaces[id - 1].gen))
+		return false;
+	return e == 0 || e > now;
+}
+/* Why an item leaves the index, for the namespace counters.  An item that
+ * no longer reads as present always counts as an expiration. */
+enum { NS_GONE_DEL, NS_GONE_EVICT, NS_GONE_EXPIRE };
+void ns__acct_gone(ns_cache *c, struct ns_thr *t, struct ns_item_shm *it, int why);
+
 /* ---- ops.c -------------------------------------------------------------- */
 /* Unlink OFF from bucket B (found by the caller) and retire it, following
  * the intent protocol.  Lock held on entry, released on return. */
 void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
-		       ns_off_t off);
+		       ns_off_t off, int why);
+/* ns_get that also accepts an item expired less than STALE_MS ago, and
+ * says so in *STALE (ns_get_or_set). */
+int ns__get_stale(ns_space *s, const void *key, size_t klen, void *buf,
+		  size_t cap, size_t *vlen, uint64_t stale_ms, bool *stale);
+/* ns_get of KV with the hash H already computed (ns_mget).  The key was
+ * checked by the caller. */
+int ns__get_hashed(ns_space *s, const void *key, size_t klen, uint64_t h,
+		   struct ns_kv *kv);
 
 /* ---- recover.c ---------------------------------------------------------- */
 /* Finish or undo what dead slot IDX left (intent, locks, chunk cache,

@@ -10,11 +10,11 @@
  * return NULL for a bad value; callers turn NULL into NS_ECORRUPT.
  *
  *   0        4 KiB                                                 data_off
- *   +--------+-------------+--------+-------+-------+-------+-----+---------+
- *   | header | client slots| spaces |classes| pages | index |over-| pages   |
- *   |        | (1 KiB each)| 256 B  | 64 B  | 8 B   | 64 B  |flow | (1 MiB  |
- *   |        |             |        |       | each  |buckets|     | each)   |
- *   +--------+-------------+--------+-------+-------+-------+-----+---------+
+ *   +--------+-------------+--------+-------+-------+-------+-------+-----+---------+
+ *   | header | client slots| spaces |flights|classes| pages | index |over-| pages   |
+ *   |        | (3 KiB each)| 320 B  | 16 B  | 64 B  | 8 B   | 64 B  |flow | (1 MiB  |
+ *   |        |             |        |       |       | each  |buckets|     | each)   |
+ *   +--------+-------------+--------+-------+-------+-------+-------+-----+---------+
  *
  * Lock order, written once: a client holds at most one bucket lock at a
  * time, and the namespace table lock is never held together with a bucket
@@ -33,16 +33,18 @@ typedef uint64_t ns_off_t; /* byte offset from the segment base; 0 = none */
 
 #define NS_CACHELINE 64
 #define NS_MAGIC 0x314d485345534e4eull /* "NSESHM1" little-endian, + '1' */
-#define NS_FORMAT_VERSION 1u
+#define NS_FORMAT_VERSION 2u
 #define NS_HASH_ID 1u /* ns__hash() below; bump if the function changes */
 
 #define NS_HDR_SIZE 4096u
 #define NS_PAGE_SIZE (1u << 20) /* slab page; 1 MiB, see slab.c */
-#define NS_MIN_CHUNK 64u
+#define NS_MIN_CHUNK 72u /* item header + an 8-byte key */
 #define NS_MAX_CLASSES 48 /* 64 * 1.25^k reaches 1 MiB at k = 44 */
 #define NS_SLOT_CACHE 4   /* free chunks a slot keeps per class */
 #define NS_BUCKET_SLOTS 7 /* 64-byte bucket: 8-byte head + 7 tag|offset */
 #define NS_CHAIN_MAX 64   /* overflow buckets a chain may have; longer is corrupt */
+#define NS_SLOT_SCTR 16   /* per-namespace counter sets a slot keeps (direct-mapped) */
+#define NS_FLIGHTS 1024   /* single-flight table entries (a power of two) */
 
 /* Segment states (ns_hdr_shm.state). */
 enum { NS_SEG_INIT = 1, NS_SEG_READY = 2, NS_SEG_RETIRED = 3 };
@@ -95,7 +97,7 @@ struct ns_hdr_shm {
 	uint32_t npages;       /* slab pages in the data area */
 	uint64_t nbuckets;     /* primary buckets; a power of two */
 	uint64_t nover;        /* overflow buckets */
-	ns_off_t slots_off, spaces_off, classes_off, pages_off;
+	ns_off_t slots_off, spaces_off, flights_off, classes_off, pages_off;
 	ns_off_t index_off, over_off, data_off;
 	char name[NS_NAME_MAX + 1]; /* the name it was created under */
 
@@ -145,19 +147,51 @@ struct ns_slot_shm {
 	/* Per-class caches of free chunks (recovery returns them). */
 	uint8_t cache_n[NS_MAX_CLASSES];
 	ns_off_t cache[NS_MAX_CLASSES][NS_SLOT_CACHE];
+
+	/* Per-namespace counters of this slot's operations, so that a get
+	 * counts its hit without writing a shared line (rule 3).  Entry
+	 * space & (NS_SLOT_SCTR - 1); when another namespace needs the entry
+	 * the owner folds it into that namespace's shared totals first. */
+	struct ns_sctr_shm {
+		uint32_t space; /* namespace id, 0 unused */
+		uint32_t pad;
+		uint64_t hits, misses, sets, dels, evictions, expirations;
+		uint64_t pad1;
+	} sctr[NS_SLOT_SCTR] __attribute__((aligned(NS_CACHELINE)));
 } __attribute__((aligned(NS_CACHELINE)));
 
 /* Namespace table entry.  Created under hdr.spaces_lock; id and prefix never
- * change after state becomes 1 (release store). */
+ * change after state becomes 1 (release store).  The first lines are read
+ * by every operation and written rarely; the counters live on lines of
+ * their own so that writers adding to them do not slow readers down. */
 struct ns_space_shm {
 	uint32_t state;      /* 0 empty, 1 ready */
 	uint32_t id;         /* index + 1; stored in items */
 	uint32_t gen;        /* atomic; items of an older generation are misses */
 	uint32_t pad;
-	uint64_t default_ttl_ms; /* reserved for the namespace API */
-	uint64_t quota_bytes;    /* reserved for the namespace API */
+	uint64_t default_ttl_ms; /* atomic relaxed; 0 none */
+	uint64_t quota_bytes;    /* atomic relaxed; 0 none */
 	char prefix[NS_PREFIX_MAX + 1];
-	uint8_t pad1[256 - 32 - NS_PREFIX_MAX - 1];
+
+	/* Written by every store and removal (atomic add). */
+	int64_t items __attribute__((aligned(NS_CACHELINE)));
+	int64_t bytes;       /* chunk bytes */
+	uint64_t evict_hand; /* atomic add: where quota eviction looks next */
+
+	/* Slot counters folded in when a slot's entry changed namespace. */
+	uint64_t hits __attribute__((aligned(NS_CACHELINE)));
+	uint64_t misses, sets, dels, evictions, expirations;
+} __attribute__((aligned(NS_CACHELINE)));
+
+/*
+ * Single-flight entry (ns_get_or_set).  A loader claims the entry of its
+ * key's hash by CAS of `word` from 0 to owner slot + 1 << 48 | hash bits;
+ * waiters sleep on the futex `seq`, which the loader bumps when it is done.
+ */
+struct ns_flight_shm {
+	uint64_t word;   /* 0 free; (slot + 1) << 48 | (hash & NS_SLOT_OFF_MASK) */
+	uint32_t seq;    /* futex word; bumped (and woken) when a flight ends */
+	uint32_t claims; /* the owner slot's claim count, to spot a reused slot */
 };
 
 /* Slab class: one line each. */
@@ -210,9 +244,27 @@ struct ns_item_shm {
 	uint16_t klen;
 	uint16_t space;        /* namespace id */
 	uint32_t gen;          /* namespace generation when stored */
-	uint32_t uflags;       /* user flags (reserved for the full API) */
+	uint32_t uflags;       /* user flags word */
 	uint32_t retire_epoch; /* low 32 bits of the epoch at retire */
 	uint32_t state;        /* NS_CH_* */
+	uint32_t ctime;        /* seconds since segment creation when stored */
+	uint32_t ttl_code;     /* the TTL it was stored with, for ns_touch; see
+				* ns__ttl_encode(); 0 none */
 };
+
+/* A TTL in 32 bits: milliseconds below 2^31 (24 days), else seconds with
+ * the top bit set (68 years), which keeps the item header at 64 bytes. */
+static inline uint32_t ns__ttl_encode(uint64_t ms)
+{
+	if (ms < (1ull << 31))
+		return (uint32_t)ms;
+	ms /= 1000;
+	return (uint32_t)(1u << 31) | (uint32_t)(ms < (1ull << 31) ? ms : (1ull << 31) - 1);
+}
+
+static inline uint64_t ns__ttl_decode(uint32_t code)
+{
+	return (code & (1u << 31)) ? (uint64_t)(code & ~(1u << 31)) * 1000u : code;
+}
 
 #endif /* NS_SHM_H */

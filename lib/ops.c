@@ -1,11 +1,11 @@
 /*
- * ops.c - namespaces and the key/value operations.
+ * ops.c - the key/value operations.
  *
- * Reads (ns_get) take no lock and write no shared line (rule 3): they
- * publish the global epoch in the caller's own slot, walk one bucket line
- * (rarely a chain), compare one key, copy the value, and clear the slot's
- * epoch.  Counters go to the caller's slot; the access-time hint of an item
- * is written only when it is stale by a second or more.
+ * Reads (ns_get and its relatives) take no lock and write no shared line
+ * (rule 3): they publish the global epoch in the caller's own slot, walk
+ * one bucket line (rarely a chain), compare one key, copy what they need,
+ * and clear the slot's epoch.  Counters go to the caller's slot; the
+ * access-time hint of an item is written only when it is stale by a second.
  *
  * Writes follow one protocol, built so that a process killed between any
  * two instructions leaves nothing that recovery (recover.c) cannot finish
@@ -24,111 +24,22 @@
  * see whether step 4 happened.  After UNLOCKED only step 6 is left, and the
  * retire list's tail tells whether it was done.  A delete and an eviction
  * are the same protocol with in_new = 0.
+ *
+ * Every conditional store (add, replace, cas, getset, incr) is that one
+ * protocol with a check between steps 3 and 4, made under the bucket lock
+ * against the item found there: if the check fails the unpublished chunk
+ * goes back and nothing was visible.  ns_incr writes its digits into the
+ * new chunk at that point, still unpublished.  TTL changes (expire,
+ * persist, touch) store the one expire_ms word of the item in place under
+ * the lock; no other field of a published item ever changes.  ns_update is
+ * optimistic: its callback runs with no lock held, and the result is stored
+ * with a cas (or an add for an absent key), retried on conflict.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 
 #include "ns_internal.h"
-
-/* ---- namespaces --------------------------------------------------------- */
-
-static bool valid_prefix(const char *p)
-{
-	const char *colon;
-	char root[NS_NAME_MAX + 1];
-	size_t n;
-
-	if (p == NULL || (colon = strchr(p, ':')) == NULL)
-		return false;
-	n = (size_t)(colon - p);
-	if (n == 0 || n > NS_NAME_MAX)
-		return false;
-	memcpy(root, p, n);
-	root[n] = '\0';
-	return ns__valid_name(root, NS_NAME_MAX) &&
-	       ns__valid_name(colon + 1, NS_NAME_MAX) &&
-	       strlen(p) <= NS_PREFIX_MAX;
-}
-
-static int space_handle(ns_cache *c, uint32_t i, ns_space **out)
-{
-	ns_space *s;
-
-	pthread_mutex_lock(&ns__mu);
-	for (s = c->open_spaces; s; s = s->next)
-		if (s->id == i + 1)
-			break;
-	if (s == NULL) {
-		s = calloc(1, sizeof(*s));
-		if (s == NULL) {
-			pthread_mutex_unlock(&ns__mu);
-			return ns__errno(ENOMEM);
-		}
-		s->c = c;
-		s->id = i + 1;
-		s->shm = &c->spaces[i];
-		s->next = c->open_spaces;
-		c->open_spaces = s;
-	}
-	pthread_mutex_unlock(&ns__mu);
-	*out = s;
-	return 0;
-}
-
-static int space_find(ns_cache *c, const char *prefix, uint32_t *free_idx)
-{
-	uint32_t n = c->hdr->nspaces;
-
-	*free_idx = UINT32_MAX;
-	for (uint32_t i = 0; i < n; i++) {
-		struct ns_space_shm *sp = &c->spaces[i];
-		if (ns_load_acquire(&sp->state) == 1) {
-			if (strncmp(sp->prefix, prefix, sizeof(sp->prefix)) == 0)
-				return (int)i;
-		} else if (*free_idx == UINT32_MAX) {
-			*free_idx = i;
-		}
-	}
-	return -1;
-}
-
-int ns_space_open(ns_cache *c, const char *prefix, ns_space **out)
-{
-	struct ns_thr *t;
-	uint32_t free_idx;
-	int i, err = 0;
-
-	if (c == NULL || out == NULL || !valid_prefix(prefix))
-		return NS_EINVAL;
-	i = space_find(c, prefix, &free_idx);
-	if (i >= 0)
-		return space_handle(c, (uint32_t)i, out);
-	if (c->rdonly)
-		return NS_ERDONLY;
-	t = ns__thr(c, &err);
-	if (t == NULL)
-		return err;
-	/* Creation is serialized by the table lock, so two processes opening
-	 * the same new prefix agree on one entry.  The entry is written
-	 * completely before state = 1 is stored (release). */
-	err = ns__owner_lock(c, t, &c->hdr->spaces_lock);
-	if (err)
-		return err;
-	i = space_find(c, prefix, &free_idx);
-	if (i < 0 && free_idx != UINT32_MAX) {
-		struct ns_space_shm *sp = &c->spaces[free_idx];
-		memset(sp->prefix, 0, sizeof(sp->prefix));
-		strcpy(sp->prefix, prefix);
-		sp->id = free_idx + 1;
-		ns_store_release(&sp->state, 1u);
-		i = (int)free_idx;
-	}
-	ns_store_release(&c->hdr->spaces_lock, 0u);
-	if (i < 0)
-		return NS_ESPACES;
-	return space_handle(c, (uint32_t)i, out);
-}
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -156,13 +67,35 @@ static inline bool is_expired(struct ns_item_shm *it, uint64_t now_ms)
 	return e != 0 && e <= now_ms;
 }
 
+/* The expiry of a store made at NOW with TTL_MS as the API defines it. */
+static uint64_t expiry_of(ns_space *s, uint64_t ttl_ms, uint64_t now)
+{
+	if (ttl_ms == 0)
+		ttl_ms = ns_load_relaxed(&s->shm->default_ttl_ms);
+	if (ttl_ms == 0 || ttl_ms == NS_TTL_NEVER)
+		return 0;
+	return ttl_ms > UINT64_MAX - now ? UINT64_MAX : now + ttl_ms;
+}
+
 size_t ns_max_value(ns_cache *c, size_t klen)
 {
 	size_t big = c->classes[c->nclasses - 1].size;
 	return big - sizeof(struct ns_item_shm) - klen;
 }
 
-/* ---- get ---------------------------------------------------------------- */
+static void fill_info(ns_cache *c, struct ns_item_shm *it, uint64_t ver,
+		      struct ns_item_info *in)
+{
+	in->version = ver;
+	in->created_ms = c->hdr->created_ms + (uint64_t)it->ctime * 1000u;
+	in->expire_ms = ns_load_relaxed(&it->expire_ms);
+	in->ttl_ms = ns__ttl_decode(it->ttl_code);
+	in->vlen = it->vlen;
+	in->flags = it->uflags;
+	in->space_id = it->space;
+}
+
+/* ---- reads -------------------------------------------------------------- */
 
 /* Look KEY up in the chain of bucket B.  Caller is inside a read section
  * (or holds the lock).  Returns the item's offset, 0 when absent, or sets
@@ -202,28 +135,33 @@ static ns_off_t lookup(ns_cache *c, uint64_t b, uint16_t tag, uint32_t space,
 
 #define NS_RDONLY_RETRIES 16 /* optimistic read attempts before NS_EBUSY */
 
-int ns_get(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
-	   size_t *vlen)
-{
-	ns_cache *c;
-	struct ns_thr *t = NULL;
-	struct ns_slot_shm *sl = NULL;
-	uint64_t h, exp;
-	int err;
+/* What a read wants besides presence. */
+struct rd {
+	void *buf;                  /* value copy, if VLEN */
+	size_t cap;
+	size_t *vlen;               /* NULL: no value wanted */
+	struct ns_item_info *info;  /* NULL: no metadata wanted */
+	uint64_t stale_ms;          /* accept an item expired this long ago */
+	bool stale;                 /* out: the item found had expired */
+};
 
-	if (s == NULL || vlen == NULL || (buf == NULL && cap != 0))
-		return NS_EINVAL;
-	err = check_key(key, klen);
-	if (err)
-		return err;
-	c = s->c;
+/* Look up at index hash H, precomputed by the caller (ns_mget hashes
+ * ahead).  Always inlined so that ns_get pays only for what it asks. */
+static inline __attribute__((always_inline)) int
+rd_hashed(ns_space *s, const void *key, size_t klen, uint64_t h, struct rd *r)
+{
+	ns_cache *c = s->c;
+	struct ns_thr *t;
+	struct ns_slot_shm *sl = NULL;
+	uint64_t exp;
+	int err = 0;
+
 	if (!c->rdonly) {
 		t = ns__thr(c, &err);
 		if (t == NULL)
 			return err;
 		sl = t->slot;
 	}
-	h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
 
 	for (int attempt = 0;; attempt++) {
 		uint64_t *word = NULL;
@@ -244,23 +182,35 @@ int ns_get(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
 		it = (struct ns_item_shm *)(c->base + off);
 		ver = ns_load_acquire(&it->version);
 		n = it->vlen;
-		/* The precise clock only for items that can expire. */
-		exp = ns_load_relaxed(&it->expire_ms);
-		if (it->gen != ns_load_relaxed(&s->shm->gen) ||
-		    (exp != 0 && exp <= ns__now_ms())) {
+		if (it->gen != ns_load_relaxed(&s->shm->gen)) {
 			err = NS_ENOTFOUND;
 			goto out;
 		}
-		if (ns__ptr(c, off + sizeof(*it) + klen, n) == NULL) {
-			err = NS_ECORRUPT;
-			goto out;
+		/* The precise clock only for items that can expire. */
+		exp = ns_load_relaxed(&it->expire_ms);
+		if (exp != 0) {
+			uint64_t now = ns__now_ms();
+			if (exp <= now) {
+				if (r->stale_ms == 0 || now - exp >= r->stale_ms) {
+					err = NS_ENOTFOUND;
+					goto out;
+				}
+				r->stale = true;
+			}
 		}
-		*vlen = n;
-		if (n > cap) {
-			err = NS_ERANGE;
-			goto out;
+		if (r->vlen) {
+			if (ns__ptr(c, off + sizeof(*it) + klen, n) == NULL) {
+				err = NS_ECORRUPT;
+				goto out;
+			}
+			*r->vlen = n;
+			if (n > r->cap)
+				err = NS_ERANGE;
+			else
+				memcpy(r->buf, item_key(it) + klen, n);
 		}
-		memcpy(buf, item_key(it) + klen, n);
+		if (r->info)
+			fill_info(c, it, ver, r->info);
 		if (sl) {
 			uint32_t a = rel_seconds(c, ns__coarse_ms());
 			if (ns_load_relaxed(&it->atime) != a)
@@ -279,15 +229,114 @@ int ns_get(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
 		}
 	out:
 		if (sl) {
+			struct ns_sctr_shm *e;
+
 			ns__read_exit(sl);
 			ns_store_relaxed(&sl->gets, sl->gets + 1);
-			if (err == 0)
+			e = ns__sctr(c, sl, s->id);
+			if (err == 0 || err == NS_ERANGE) {
 				ns_store_relaxed(&sl->hits, sl->hits + 1);
-			else if (err == NS_ENOTFOUND)
+				ns_store_relaxed(&e->hits, e->hits + 1);
+			} else if (err == NS_ENOTFOUND) {
 				ns_store_relaxed(&sl->misses, sl->misses + 1);
+				ns_store_relaxed(&e->misses, e->misses + 1);
+			}
 		}
 		return err;
 	}
+}
+
+static inline __attribute__((always_inline)) int
+rd(ns_space *s, const void *key, size_t klen, struct rd *r)
+{
+	int err;
+
+	if (s == NULL)
+		return NS_EINVAL;
+	err = check_key(key, klen);
+	if (err)
+		return err;
+	return rd_hashed(s, key, klen,
+			 ns__hash(s->c->hdr->hash_seed, s->id, key, klen), r);
+}
+
+int ns_get(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
+	   size_t *vlen)
+{
+	struct rd r = { .buf = buf, .cap = cap, .vlen = vlen };
+
+	if (vlen == NULL || (buf == NULL && cap != 0))
+		return NS_EINVAL;
+	return rd(s, key, klen, &r);
+}
+
+int ns_get_ex(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
+	      size_t *vlen, struct ns_item_info *info)
+{
+	struct rd r = { .buf = buf, .cap = cap, .vlen = vlen, .info = info };
+
+	if (vlen == NULL || (buf == NULL && cap != 0))
+		return NS_EINVAL;
+	return rd(s, key, klen, &r);
+}
+
+int ns__get_stale(ns_space *s, const void *key, size_t klen, void *buf,
+		  size_t cap, size_t *vlen, uint64_t stale_ms, bool *stale)
+{
+	struct rd r = { .buf = buf, .cap = cap, .vlen = vlen, .stale_ms = stale_ms };
+	int err = rd(s, key, klen, &r);
+
+	*stale = r.stale;
+	return err;
+}
+
+int ns__get_hashed(ns_space *s, const void *key, size_t klen, uint64_t h,
+		   struct ns_kv *kv)
+{
+	struct rd r = { .buf = kv->buf, .cap = kv->cap, .vlen = &kv->vlen };
+	struct ns_item_info info = { 0 };
+	int err;
+
+	r.info = &info;
+	err = rd_hashed(s, key, klen, h, &r);
+	if (err == 0)
+		kv->flags = info.flags;
+	return err;
+}
+
+int ns_exists(ns_space *s, const void *key, size_t klen)
+{
+	struct rd r = { 0 };
+
+	return rd(s, key, klen, &r);
+}
+
+int ns_stat(ns_space *s, const void *key, size_t klen, struct ns_item_info *info)
+{
+	struct rd r = { .info = info };
+
+	if (info == NULL)
+		return NS_EINVAL;
+	return rd(s, key, klen, &r);
+}
+
+int ns_ttl(ns_space *s, const void *key, size_t klen, int64_t *ttl_ms)
+{
+	struct ns_item_info in;
+	int err;
+
+	if (ttl_ms == NULL)
+		return NS_EINVAL;
+	err = ns_stat(s, key, klen, &in);
+	if (err)
+		return err;
+	if (in.expire_ms == 0) {
+		*ttl_ms = -1;
+	} else {
+		uint64_t now = ns__now_ms();
+		*ttl_ms = in.expire_ms > now ? (int64_t)(in.expire_ms - now) : 0;
+	}
+	return 0;
 }
 
 /* ---- write protocol ----------------------------------------------------- */
@@ -311,7 +360,7 @@ static void maybe_reclaim(ns_cache *c, struct ns_thr *t)
 }
 
 void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
-		       ns_off_t off)
+		       ns_off_t off, int why)
 {
 	struct ns_slot_shm *sl = t->slot;
 
@@ -326,6 +375,7 @@ void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word
 	ns__bucket_unlock(c, t, b);
 	ns_store_relaxed(&sl->in_phase, (uint32_t)NS_PH_UNLOCKED);
 	NS_FAULT("del:unlocked");
+	ns__acct_gone(c, t, (struct ns_item_shm *)(c->base + off), why);
 	ns__retire(c, t, off);
 	NS_FAULT("del:retired");
 	intent_clear(sl);
@@ -343,6 +393,13 @@ static void drop_new(ns_cache *c, struct ns_thr *t, ns_off_t off)
 	t->slot->slab_busy = 0;
 }
 
+/* Eviction score: 0 for an item that no longer reads as present, else one
+ * more than its access hint, so the smallest is the best victim. */
+static uint64_t victim_score(ns_cache *c, struct ns_item_shm *it, uint64_t now)
+{
+	return ns__visible(c, it, now) ? 1u + ns_load_relaxed(&it->atime) : 0;
+}
+
 /* The victim when a chain is full and no overflow bucket is left: expired
  * first, else the least recently used by the access hint.  Lock held. */
 static uint64_t *chain_victim_locked(ns_cache *c, uint64_t b, uint64_t now)
@@ -358,7 +415,7 @@ static uint64_t *chain_victim_locked(ns_cache *c, uint64_t b, uint64_t now)
 			struct ns_item_shm *it = ns__item(c, w & NS_SLOT_OFF_MASK);
 			if (w == 0 || it == NULL)
 				continue;
-			uint64_t score = is_expired(it, now) ? 0 : 1u + it->atime;
+			uint64_t score = victim_score(c, it, now);
 			if (score < best_score) {
 				best_score = score;
 				best = &bk->slot[i];
@@ -369,8 +426,225 @@ static uint64_t *chain_victim_locked(ns_cache *c, uint64_t b, uint64_t now)
 	return best;
 }
 
-int ns_set(ns_space *s, const void *key, size_t klen, const void *val,
-	   size_t vlen, uint64_t ttl_ms)
+/* ---- namespace quota ---------------------------------------------------- */
+
+#define NS_QUOTA_WINDOW 64   /* buckets a quota eviction looks at per step */
+#define NS_QUOTA_STEPS 64    /* steps before giving up with NS_ENOMEM */
+#define NS_QUOTA_SAMPLES 8   /* candidates compared, like NS_EVICT_SAMPLES */
+
+/* Evict one item of namespace S, the coldest of a sample found by a
+ * clock hand over the index: only S's items are candidates, so a
+ * namespace over its quota never evicts another's.  0, or NS_ENOMEM when
+ * no item of S was found. */
+static int quota_evict_one(ns_space *s, struct ns_thr *t, uint64_t now)
+{
+	ns_cache *c = s->c;
+	uint64_t nb = c->mask + 1;
+
+	for (int step = 0; step < NS_QUOTA_STEPS; step++) {
+		uint64_t start = ns_add_return(&s->shm->evict_hand,
+					       (uint64_t)NS_QUOTA_WINDOW) - NS_QUOTA_WINDOW;
+		ns_off_t best = 0;
+		uint64_t best_score = UINT64_MAX;
+		int found = 0, err = 0;
+
+		/* Unlocked look: the chunk is confirmed under the lock. */
+		ns__read_enter(c, t->slot);
+		for (uint64_t k = 0; k < NS_QUOTA_WINDOW && found < NS_QUOTA_SAMPLES; k++) {
+			struct ns_bucket_shm *bk = &c->buckets[(start + k) & (nb - 1)];
+			for (int depth = 0; bk && depth <= NS_CHAIN_MAX; depth++) {
+				for (int i = 0; i < NS_BUCKET_SLOTS; i++) {
+					uint64_t w = ns_load_acquire(&bk->slot[i]);
+					ns_off_t off = w & NS_SLOT_OFF_MASK;
+					struct ns_item_shm *it = ns__item(c, off);
+					if (w == 0 || it == NULL || it->space != s->id)
+						continue;
+					found++;
+					uint64_t score = victim_score(c, it, now);
+					if (score < best_score) {
+						best_score = score;
+						best = off;
+					}
+				}
+				bk = ns__chain_next(c, bk, &err);
+			}
+		}
+		ns__read_exit(t->slot);
+		if (best == 0)
+			continue;
+
+		struct ns_item_shm *it = (struct ns_item_shm *)(c->base + best);
+		uint64_t b = ns_load_relaxed(&it->hash) & c->mask;
+		ns_store_relaxed(&t->slot->in_bucket, b + 1);
+		err = ns__bucket_lock(c, t, b);
+		if (err) {
+			ns_store_relaxed(&t->slot->in_bucket, 0ull);
+			return err;
+		}
+		uint64_t *word = ns__chain_find_locked(c, b, best);
+		if (word == NULL || it->space != s->id) {
+			ns__bucket_unlock(c, t, b);
+			ns_store_relaxed(&t->slot->in_bucket, 0ull);
+			continue; /* it went away meanwhile */
+		}
+		ns__unlink_locked(c, t, b, word, best, NS_GONE_EVICT);
+		ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
+		return 0;
+	}
+	return NS_ENOMEM;
+}
+
+/* Make room for NEED more bytes in S if it has a quota. */
+static int quota_room(ns_space *s, struct ns_thr *t, uint64_t need, uint64_t now)
+{
+	uint64_t q = ns_load_relaxed(&s->shm->quota_bytes);
+
+	if (q == 0)
+		return 0;
+	if (need > q)
+		return NS_ENOMEM;
+	while ((uint64_t)ns_load_relaxed(&s->shm->bytes) + need > q) {
+		int err = quota_evict_one(s, t, now);
+		if (err)
+			return err;
+		maybe_reclaim(s->c, t);
+	}
+	return 0;
+}
+
+/* ---- stores ------------------------------------------------------------- */
+
+enum { W_SET, W_ADD, W_REPLACE, W_CAS, W_INCR };
+
+struct wr {
+	unsigned mode;
+	const void *val;
+	size_t vlen;
+	uint64_t ttl_ms;           /* as the API takes it */
+	uint32_t flags;
+	uint64_t version;          /* W_CAS: the version expected */
+	int64_t delta, initial;    /* W_INCR */
+	bool sub;                  /* W_INCR: subtract delta */
+	int64_t result;            /* W_INCR: out */
+	void *old;                 /* getset: where the old value goes */
+	size_t cap;
+	size_t *oldlen;            /* non-NULL: this is a getset */
+	uint64_t version_out;
+};
+
+#define NS_I64_DIGITS 20 /* "-9223372036854775808" */
+
+static int parse_i64(const uint8_t *p, size_t n, int64_t *out)
+{
+	bool neg;
+	size_t i;
+	uint64_t v = 0;
+
+	if (n == 0 || n > NS_I64_DIGITS)
+		return NS_ENOTNUM;
+	neg = p[0] == '-';
+	i = neg;
+	if (i == n)
+		return NS_ENOTNUM;
+	for (; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return NS_ENOTNUM;
+		if (v > (UINT64_MAX - (uint64_t)(p[i] - '0')) / 10)
+			return NS_ENOTNUM;
+		v = v * 10 + (uint64_t)(p[i] - '0');
+	}
+	if (neg) {
+		if (v > (uint64_t)INT64_MAX + 1)
+			return NS_ENOTNUM;
+		*out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+	} else {
+		if (v > (uint64_t)INT64_MAX)
+			return NS_ENOTNUM;
+		*out = (int64_t)v;
+	}
+	return 0;
+}
+
+static size_t format_i64(int64_t v, uint8_t *out)
+{
+	char tmp[NS_I64_DIGITS + 1];
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	size_t n = 0, k = 0;
+
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		out[k++] = '-';
+	while (n)
+		out[k++] = (uint8_t)tmp[--n];
+	return k;
+}
+
+/* The check made under the lock against OLD (0: none), and the value of a
+ * W_INCR written into the unpublished item IT.  0 means go on; any other
+ * value is returned and nothing is stored. */
+static int check_locked(ns_space *s, struct wr *w, struct ns_item_shm *it,
+			ns_off_t old, uint64_t now, bool *was_visible)
+{
+	ns_cache *c = s->c;
+	struct ns_item_shm *o = old ? (struct ns_item_shm *)(c->base + old) : NULL;
+	bool vis = o && ns__visible(c, o, now);
+	int err;
+
+	*was_visible = vis;
+	switch (w->mode) {
+	case W_ADD:
+		if (vis)
+			return NS_EPRESENT;
+		break;
+	case W_REPLACE:
+		if (!vis)
+			return NS_ENOTFOUND;
+		break;
+	case W_CAS:
+		if (!vis)
+			return NS_ENOTFOUND;
+		if (ns_load_relaxed(&o->version) != w->version)
+			return NS_ECHANGED;
+		break;
+	case W_INCR: {
+		int64_t v = w->initial;
+		if (vis) {
+			int64_t cur;
+			if (ns__ptr(c, old + sizeof(*o) + o->klen, o->vlen) == NULL)
+				return NS_ECORRUPT;
+			err = parse_i64(item_key(o) + o->klen, o->vlen, &cur);
+			if (err)
+				return err;
+			if (w->sub ? __builtin_sub_overflow(cur, w->delta, &v)
+				   : __builtin_add_overflow(cur, w->delta, &v))
+				return NS_EOVERFLOW;
+			/* A counter keeps its TTL and flags. */
+			it->expire_ms = ns_load_relaxed(&o->expire_ms);
+			it->ttl_code = o->ttl_code;
+			it->uflags = o->uflags;
+		}
+		it->vlen = (uint32_t)format_i64(v, item_key(it) + it->klen);
+		w->result = v;
+		break;
+	}
+	default:
+		break;
+	}
+	if (w->oldlen && vis) {
+		if (ns__ptr(c, old + sizeof(*o) + o->klen, o->vlen) == NULL)
+			return NS_ECORRUPT;
+		*w->oldlen = o->vlen;
+		if (o->vlen > w->cap)
+			return NS_ERANGE;
+		memcpy(w->old, item_key(o) + o->klen, o->vlen);
+	}
+	return 0;
+}
+
+static int store(ns_space *s, const void *key, size_t klen, struct wr *w)
 {
 	ns_cache *c;
 	struct ns_thr *t;
@@ -378,9 +652,12 @@ int ns_set(ns_space *s, const void *key, size_t klen, const void *val,
 	struct ns_item_shm *it;
 	uint64_t h, b, now, *word = NULL, *empty = NULL;
 	ns_off_t off, old;
+	size_t vlen = w->mode == W_INCR ? NS_I64_DIGITS : w->vlen;
+	bool was_visible = false;
 	int cls, err = 0;
 
-	if (s == NULL || (val == NULL && vlen != 0))
+	if (s == NULL || (w->val == NULL && w->vlen != 0) ||
+	    (w->oldlen && w->old == NULL && w->cap != 0))
 		return NS_EINVAL;
 	err = check_key(key, klen);
 	if (err)
@@ -400,6 +677,9 @@ int ns_set(ns_space *s, const void *key, size_t klen, const void *val,
 	h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
 	b = h & c->mask;
 	now = ns__now_ms();
+	err = quota_room(s, t, c->classes[cls].size, now);
+	if (err)
+		return err;
 
 	/* 1. Build the item completely in a chunk nobody else can see. */
 	err = ns__alloc(c, t, cls, &off);
@@ -410,18 +690,20 @@ int ns_set(ns_space *s, const void *key, size_t klen, const void *val,
 	 * the new contents then also sees the new version (seqlock-like). */
 	ns_store_relaxed(&it->version, ns__next_version(t));
 	cmm_smp_wmb();
-	it->expire_ms = ttl_ms ? now + ttl_ms : 0;
+	it->expire_ms = expiry_of(s, w->ttl_ms, now);
+	it->ttl_code = it->expire_ms ? ns__ttl_encode(it->expire_ms - now) : 0;
+	it->ctime = rel_seconds(c, now);
 	it->hash = (uint32_t)h;
 	it->atime = rel_seconds(c, now);
-	it->vlen = (uint32_t)vlen;
+	it->vlen = (uint32_t)w->vlen;
 	it->klen = (uint16_t)klen;
 	it->space = (uint16_t)s->id;
 	it->gen = ns_load_relaxed(&s->shm->gen);
-	it->uflags = 0;
+	it->uflags = w->flags;
 	it->state = NS_CH_LIVE;
 	memcpy(item_key(it), key, klen);
-	if (vlen)
-		memcpy(item_key(it) + klen, val, vlen);
+	if (w->mode != W_INCR && w->vlen)
+		memcpy(item_key(it) + klen, w->val, w->vlen);
 	NS_FAULT("set:built");
 
 	/* 2. Lock the bucket; in_bucket first, so that recovery finds a lock
@@ -434,8 +716,11 @@ int ns_set(ns_space *s, const void *key, size_t klen, const void *val,
 		return err;
 	}
 
-	/* 3. Find the old item, or room. */
+	/* 3. Find the old item, or room; check the condition. */
 	old = lookup(c, b, tag_of(h), s->id, key, klen, &word, &err);
+	if (err)
+		goto fail_locked;
+	err = check_locked(s, w, it, old, now, &was_visible);
 	if (err)
 		goto fail_locked;
 	if (old == 0) {
@@ -481,15 +766,40 @@ int ns_set(ns_space *s, const void *key, size_t klen, const void *val,
 	ns_store_relaxed(&sl->in_phase, (uint32_t)NS_PH_UNLOCKED);
 	NS_FAULT("set:unlocked");
 
+	/* Counters: the new item in, the old one out. */
+	ns_add_return(&s->shm->items, (int64_t)1);
+	ns_add_return(&s->shm->bytes, (int64_t)c->classes[cls].size);
+	{
+		struct ns_sctr_shm *e = ns__sctr(c, sl, s->id);
+		ns_store_relaxed(&e->sets, e->sets + 1);
+	}
+
 	/* 6. Retire the old item; 7. done. */
 	if (old) {
+		struct ns_item_shm *o = (struct ns_item_shm *)(c->base + old);
+		bool same = o->space == s->id && o->klen == klen &&
+			    memcmp(item_key(o), key, klen) == 0;
+		/* Replaced by its own key: not a removal unless it had
+		 * expired (acct_gone counts that); a chain victim is an
+		 * eviction. */
+		if (same && was_visible) {
+			int oc = ns__class_of(c, old);
+			ns_add_return(&s->shm->items, (int64_t)-1);
+			if (oc >= 0)
+				ns_add_return(&s->shm->bytes,
+					      -(int64_t)c->classes[oc].size);
+		} else {
+			ns__acct_gone(c, t, o, same ? NS_GONE_EXPIRE : NS_GONE_EVICT);
+		}
 		ns__retire(c, t, old);
 		NS_FAULT("set:retired");
 	}
 	intent_clear(sl);
 	ns_store_relaxed(&sl->sets, sl->sets + 1);
+	w->version_out = it->version;
 	maybe_reclaim(c, t);
-	return 0;
+	/* A getset of an absent key stores and says so. */
+	return (w->oldlen && !was_visible) ? NS_ENOTFOUND : 0;
 
 fail_locked:
 	ns__bucket_unlock(c, t, b);
@@ -498,12 +808,101 @@ fail_locked:
 	return err;
 }
 
-int ns_del(ns_space *s, const void *key, size_t klen)
+int ns_set(ns_space *s, const void *key, size_t klen, const void *val,
+	   size_t vlen, uint64_t ttl_ms)
+{
+	struct wr w = { .mode = W_SET, .val = val, .vlen = vlen, .ttl_ms = ttl_ms };
+
+	return store(s, key, klen, &w);
+}
+
+int ns_set_ex(ns_space *s, const void *key, size_t klen, const void *val,
+	      size_t vlen, uint64_t ttl_ms, uint32_t flags, uint64_t *version)
+{
+	struct wr w = { .mode = W_SET, .val = val, .vlen = vlen,
+			.ttl_ms = ttl_ms, .flags = flags };
+	int err = store(s, key, klen, &w);
+
+	if (err == 0 && version)
+		*version = w.version_out;
+	return err;
+}
+
+int ns_add(ns_space *s, const void *key, size_t klen, const void *val,
+	   size_t vlen, uint64_t ttl_ms)
+{
+	struct wr w = { .mode = W_ADD, .val = val, .vlen = vlen, .ttl_ms = ttl_ms };
+
+	return store(s, key, klen, &w);
+}
+
+int ns_replace(ns_space *s, const void *key, size_t klen, const void *val,
+	       size_t vlen, uint64_t ttl_ms)
+{
+	struct wr w = { .mode = W_REPLACE, .val = val, .vlen = vlen, .ttl_ms = ttl_ms };
+
+	return store(s, key, klen, &w);
+}
+
+int ns_cas(ns_space *s, const void *key, size_t klen, const void *val,
+	   size_t vlen, uint64_t ttl_ms, uint64_t version)
+{
+	struct wr w = { .mode = W_CAS, .val = val, .vlen = vlen,
+			.ttl_ms = ttl_ms, .version = version };
+
+	return store(s, key, klen, &w);
+}
+
+int ns_getset(ns_space *s, const void *key, size_t klen, const void *val,
+	      size_t vlen, uint64_t ttl_ms, void *old, size_t cap, size_t *oldlen)
+{
+	struct wr w = { .mode = W_SET, .val = val, .vlen = vlen, .ttl_ms = ttl_ms,
+			.old = old, .cap = cap, .oldlen = oldlen };
+
+	if (oldlen == NULL)
+		return NS_EINVAL;
+	return store(s, key, klen, &w);
+}
+
+static int incr(ns_space *s, const void *key, size_t klen, int64_t delta,
+		bool sub, int64_t initial, uint64_t ttl_ms, int64_t *result)
+{
+	struct wr w = { .mode = W_INCR, .ttl_ms = ttl_ms, .delta = delta,
+			.sub = sub, .initial = initial };
+	int err = store(s, key, klen, &w);
+
+	if (err == 0 && result)
+		*result = w.result;
+	return err;
+}
+
+int ns_incr(ns_space *s, const void *key, size_t klen, int64_t delta,
+	    int64_t initial, uint64_t ttl_ms, int64_t *result)
+{
+	return incr(s, key, klen, delta, false, initial, ttl_ms, result);
+}
+
+int ns_decr(ns_space *s, const void *key, size_t klen, int64_t delta,
+	    int64_t initial, uint64_t ttl_ms, int64_t *result)
+{
+	return incr(s, key, klen, delta, true, initial, ttl_ms, result);
+}
+
+/* ---- deletes and TTL changes -------------------------------------------- */
+
+enum { K_DEL, K_EXPIRE, K_PERSIST, K_TOUCH };
+
+/* Lock KEY's bucket and act on its item: delete it (if VERSION is given,
+ * only at that version), or change its expiry in place. */
+static int keyop(ns_space *s, const void *key, size_t klen, int op,
+		 uint64_t ttl_ms, const uint64_t *version)
 {
 	ns_cache *c;
 	struct ns_thr *t;
-	uint64_t h, b, *word = NULL;
+	struct ns_item_shm *it;
+	uint64_t h, b, now, *word = NULL;
 	ns_off_t old;
+	bool visible;
 	int err;
 
 	if (s == NULL)
@@ -527,16 +926,128 @@ int ns_del(ns_space *s, const void *key, size_t klen)
 	}
 	old = lookup(c, b, tag_of(h), s->id, key, klen, &word, &err);
 	if (old == 0) {
-		ns__bucket_unlock(c, t, b);
-		intent_clear(t->slot);
-		return err ? err : NS_ENOTFOUND;
+		err = err ? err : NS_ENOTFOUND;
+		goto unlock;
 	}
-	/* An expired or cleared item is removed, but reads as absent. */
-	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + old);
-	bool visible = !is_expired(it, ns__now_ms()) &&
-		       it->gen == ns_load_relaxed(&s->shm->gen);
-	ns__unlink_locked(c, t, b, word, old);
-	ns_store_relaxed(&t->slot->dels, t->slot->dels + 1);
-	maybe_reclaim(c, t);
-	return visible ? 0 : NS_ENOTFOUND;
+	it = (struct ns_item_shm *)(c->base + old);
+	now = ns__now_ms();
+	visible = ns__visible(c, it, now);
+	if (version && (!visible || it->version != *version)) {
+		err = visible ? NS_ECHANGED : NS_ENOTFOUND;
+		goto unlock;
+	}
+	if (op == K_DEL || (op == K_EXPIRE && ttl_ms == 0) || !visible) {
+		/* An expired or cleared item is removed, but reads as
+		 * absent: what the caller asked for was not there. */
+		ns__unlink_locked(c, t, b, word, old,
+				  op == K_DEL ? NS_GONE_DEL : NS_GONE_EXPIRE);
+		maybe_reclaim(c, t);
+		if (op == K_DEL && visible)
+			ns_store_relaxed(&t->slot->dels, t->slot->dels + 1);
+		return visible ? 0 : NS_ENOTFOUND;
+	}
+	/* One atomic word of a published item: readers see the old expiry
+	 * or the new one. */
+	if (op == K_EXPIRE)
+		ns_store_relaxed(&it->expire_ms, ttl_ms > UINT64_MAX - now ?
+				 UINT64_MAX : now + ttl_ms);
+	else if (op == K_PERSIST)
+		ns_store_relaxed(&it->expire_ms, 0ull);
+	else if (op == K_TOUCH && it->ttl_code)
+		ns_store_relaxed(&it->expire_ms, now + ns__ttl_decode(it->ttl_code));
+	err = 0;
+unlock:
+	ns__bucket_unlock(c, t, b);
+	intent_clear(t->slot);
+	return err;
+}
+
+int ns_del(ns_space *s, const void *key, size_t klen)
+{
+	return keyop(s, key, klen, K_DEL, 0, NULL);
+}
+
+int ns_expire(ns_space *s, const void *key, size_t klen, uint64_t ttl_ms)
+{
+	return keyop(s, key, klen, K_EXPIRE, ttl_ms, NULL);
+}
+
+int ns_persist(ns_space *s, const void *key, size_t klen)
+{
+	return keyop(s, key, klen, K_PERSIST, 0, NULL);
+}
+
+int ns_touch(ns_space *s, const void *key, size_t klen)
+{
+	return keyop(s, key, klen, K_TOUCH, 0, NULL);
+}
+
+/* ---- read-modify-write -------------------------------------------------- */
+
+#define NS_UPDATE_STACK 512 /* value bytes read without malloc */
+
+int ns_update(ns_space *s, const void *key, size_t klen, ns_update_fn *fn,
+	      void *arg)
+{
+	uint8_t stackbuf[NS_UPDATE_STACK];
+	uint8_t *buf = stackbuf;
+	size_t cap = sizeof(stackbuf);
+	int err;
+
+	if (fn == NULL)
+		return NS_EINVAL;
+	for (;;) {
+		struct ns_item_info info;
+		struct ns_value out = { 0 };
+		size_t vlen = 0;
+		bool found;
+		int r;
+
+		err = ns_get_ex(s, key, klen, buf, cap, &vlen, &info);
+		if (err == NS_ERANGE) {
+			uint8_t *nb = malloc(vlen);
+			if (nb == NULL) {
+				err = ns__errno(ENOMEM);
+				break;
+			}
+			if (buf != stackbuf)
+				free(buf);
+			buf = nb;
+			cap = vlen;
+			continue;
+		}
+		if (err != 0 && err != NS_ENOTFOUND)
+			break;
+		found = err == 0;
+		r = fn(arg, found ? buf : NULL, found ? vlen : 0,
+		       found ? &info : NULL, &out);
+		if (r < 0 || r == NS_UPDATE_KEEP) {
+			err = r < 0 ? r : 0;
+			break;
+		}
+		if (r == NS_UPDATE_DELETE) {
+			if (!found) {
+				err = 0;
+				break;
+			}
+			err = keyop(s, key, klen, K_DEL, 0, &info.version);
+		} else if (r == NS_UPDATE_STORE) {
+			struct wr w = { .mode = found ? W_CAS : W_ADD,
+					.val = out.val, .vlen = out.vlen,
+					.ttl_ms = out.ttl_ms, .flags = out.flags,
+					.version = info.version };
+			err = store(s, key, klen, &w);
+		} else {
+			err = NS_EINVAL;
+			break;
+		}
+		/* Somebody else got in between: run FN on what is there. */
+		if (err == NS_ECHANGED || err == NS_EPRESENT ||
+		    (found && err == NS_ENOTFOUND))
+			continue;
+		break;
+	}
+	if (buf != stackbuf)
+		free(buf);
+	return err;
 }

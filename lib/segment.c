@@ -41,12 +41,16 @@ uint64_t ns__layout_fingerprint(void)
 		offsetof(struct ns_slot_shm, in_bucket),
 		offsetof(struct ns_slot_shm, cache),
 		sizeof(struct ns_space_shm), offsetof(struct ns_space_shm, prefix),
+		offsetof(struct ns_space_shm, items), offsetof(struct ns_space_shm, hits),
+		sizeof(struct ns_flight_shm), NS_FLIGHTS, NS_SLOT_SCTR,
+		offsetof(struct ns_slot_shm, sctr),
 		sizeof(struct ns_class_shm), sizeof(struct ns_page_shm),
 		sizeof(struct ns_bucket_shm), sizeof(struct ns_item_shm),
 		offsetof(struct ns_item_shm, version),
 		offsetof(struct ns_item_shm, expire_ms),
 		offsetof(struct ns_item_shm, vlen),
 		offsetof(struct ns_item_shm, state),
+		offsetof(struct ns_item_shm, ttl_code), NS_MIN_CHUNK,
 	};
 	return ns__hash(0x6e616d6573746f72ull, 0, parts, sizeof(parts));
 }
@@ -151,7 +155,7 @@ static int shm_path(char *buf, size_t cap, const char *name)
 struct geometry {
 	uint32_t nslots, nspaces, npages;
 	uint64_t nbuckets, nover;
-	ns_off_t slots_off, spaces_off, classes_off, pages_off, index_off,
+	ns_off_t slots_off, spaces_off, flights_off, classes_off, pages_off, index_off,
 		over_off, data_off;
 };
 
@@ -184,6 +188,8 @@ static int plan(size_t size, uint64_t max_items, struct geometry *g)
 	off += (uint64_t)g->nslots * sizeof(struct ns_slot_shm);
 	g->spaces_off = off = round_up(off, NS_CACHELINE);
 	off += (uint64_t)g->nspaces * sizeof(struct ns_space_shm);
+	g->flights_off = off = round_up(off, NS_CACHELINE);
+	off += NS_FLIGHTS * sizeof(struct ns_flight_shm);
 	g->classes_off = off = round_up(off, NS_CACHELINE);
 	off += NS_MAX_CLASSES * sizeof(struct ns_class_shm);
 	g->pages_off = off = round_up(off, NS_CACHELINE);
@@ -208,6 +214,7 @@ static void view(ns_cache *c)
 	c->hdr = h;
 	c->slots = (struct ns_slot_shm *)(c->base + h->slots_off);
 	c->spaces = (struct ns_space_shm *)(c->base + h->spaces_off);
+	c->flights = (struct ns_flight_shm *)(c->base + h->flights_off);
 	c->classes = (struct ns_class_shm *)(c->base + h->classes_off);
 	c->pages = (struct ns_page_shm *)(c->base + h->pages_off);
 	c->buckets = (struct ns_bucket_shm *)(c->base + h->index_off);
@@ -235,7 +242,8 @@ static int check_geometry(const struct ns_hdr_shm *h, uint64_t size)
 		return NS_ECORRUPT;
 	if (h->slots_off != NS_HDR_SIZE ||
 	    h->spaces_off < h->slots_off + (uint64_t)h->nslots * sizeof(struct ns_slot_shm) ||
-	    h->classes_off < h->spaces_off + (uint64_t)h->nspaces * sizeof(struct ns_space_shm) ||
+	    h->flights_off < h->spaces_off + (uint64_t)h->nspaces * sizeof(struct ns_space_shm) ||
+	    h->classes_off < h->flights_off + NS_FLIGHTS * sizeof(struct ns_flight_shm) ||
 	    h->pages_off < h->classes_off + NS_MAX_CLASSES * sizeof(struct ns_class_shm) ||
 	    h->index_off < h->pages_off + ((uint64_t)h->npages + 1) * sizeof(struct ns_page_shm) ||
 	    h->over_off != h->index_off + nb * sizeof(struct ns_bucket_shm) ||
@@ -289,6 +297,7 @@ static void init_segment(ns_cache *c, const struct geometry *g, const char *name
 	h->nover = g->nover;
 	h->slots_off = g->slots_off;
 	h->spaces_off = g->spaces_off;
+	h->flights_off = g->flights_off;
 	h->classes_off = g->classes_off;
 	h->pages_off = g->pages_off;
 	h->index_off = g->index_off;

@@ -170,7 +170,7 @@ static int take_page(ns_cache *c)
 		uint32_t n = ns_load_relaxed(&c->hdr->next_page);
 		if (n >= c->npages)
 			return -1;
-		if (ns_cas(&c->hdr->next_page, n, n + 1) == n)
+		if (ns_cmpxchg(&c->hdr->next_page, n, n + 1) == n)
 			return (int)n;
 	}
 }
@@ -207,7 +207,7 @@ static int carve(ns_cache *c, struct ns_slot_shm *s, int cls)
 		/* The current page is used up: install the spare or a new one. */
 		int np;
 		uint32_t sp = ns_load_relaxed(&cl->spare_page);
-		if (sp != 0 && ns_cas(&cl->spare_page, sp, 0u) == sp) {
+		if (sp != 0 && ns_cmpxchg(&cl->spare_page, sp, 0u) == sp) {
 			np = (int)sp - 1;
 		} else {
 			s->slab_busy = 1;
@@ -220,11 +220,11 @@ static int carve(ns_cache *c, struct ns_slot_shm *s, int cls)
 			ns_store_release(&c->pages[np].cls, (uint32_t)cls + 1);
 			ns_add_return(&cl->npages, 1u);
 		}
-		if (ns_cas(&cl->cur_page, p, (uint32_t)np + 1) != p) {
+		if (ns_cmpxchg(&cl->cur_page, p, (uint32_t)np + 1) != p) {
 			/* Another process installed a page first; keep ours
 			 * as the spare (or, if there is one, it stays assigned
 			 * and uncarved: wasted space, not a lost chunk). */
-			ns_cas(&cl->spare_page, 0u, (uint32_t)np + 1);
+			ns_cmpxchg(&cl->spare_page, 0u, (uint32_t)np + 1);
 		}
 		s->slab_busy = 0;
 	}
@@ -281,8 +281,8 @@ int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
 		if (ns_load_relaxed(&it->state) != NS_CH_LIVE)
 			continue;
 		found++;
-		uint64_t e = ns_load_relaxed(&it->expire_ms);
-		uint64_t score = (e != 0 && e <= now) ? 0 : 1u + ns_load_relaxed(&it->atime);
+		/* Expired or cleared items first, then the coldest. */
+		uint64_t score = ns__visible(c, it, now) ? 1u + ns_load_relaxed(&it->atime) : 0;
 		if (score < best_score) {
 			best_score = score;
 			best = off;
@@ -307,7 +307,7 @@ int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
 		ns_store_relaxed(&t->slot->in_bucket, 0ull);
 		return NS_ENOTFOUND; /* it went away meanwhile: try again */
 	}
-	ns__unlink_locked(c, t, b, word, best);
+	ns__unlink_locked(c, t, b, word, best, NS_GONE_EVICT);
 	ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
 	ns_add_return(&cl->evictions, 1ull);
 	return 0;

@@ -88,7 +88,7 @@ static void assert_caches_bounded(ns_cache *c, struct ns_thr *t)
 
 /* ---- class sizes -------------------------------------------------------- */
 
-static void test_classes_start_at_64_end_at_page_in_multiples_of_8(void **state)
+static void test_classes_start_at_min_chunk_end_at_page_in_multiples_of_8(void **state)
 {
 	struct fx *f = *state;
 	ns_cache *c = f->c;
@@ -96,7 +96,7 @@ static void test_classes_start_at_64_end_at_page_in_multiples_of_8(void **state)
 
 	assert_true(n >= 2 && n <= NS_MAX_CLASSES);
 	assert_int_equal(c->hdr->nclasses, n);
-	assert_int_equal(c->classes[0].size, 64);
+	assert_int_equal(c->classes[0].size, NS_MIN_CHUNK);
 	assert_int_equal(c->classes[n - 1].size, NS_PAGE_SIZE);
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t sz = c->classes[k].size;
@@ -429,7 +429,7 @@ static void test_slot_cache_holds_at_most_slot_cache_chunks(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_classes_start_at_64_end_at_page_in_multiples_of_8, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_classes_start_at_min_chunk_end_at_page_in_multiples_of_8, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_class_growth_ratio_between_1_and_1_3, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_half_page_item_shares_a_page, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_class_for_picks_smallest_class_that_fits, setup, teardown),
