@@ -230,8 +230,9 @@ struct ns_bucket_shm {
 
 /*
  * Item header, followed by the key and the value.  Built completely before
- * it is published and never modified afterwards, except expire_ms and atime
- * (single atomic words) (rule 2).  `next` and `retire_epoch` are used only
+ * it is published and never modified afterwards, except expire_ms, ttl_code
+ * and atime (single atomic words, under the bucket lock but for atime)
+ * (rule 2).  `next` and `retire_epoch` are used only
  * by the chunk's owner on free and retire lists; readers never look at them.
  */
 struct ns_item_shm {

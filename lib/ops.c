@@ -30,8 +30,8 @@
  * against the item found there: if the check fails the unpublished chunk
  * goes back and nothing was visible.  ns_incr writes its digits into the
  * new chunk at that point, still unpublished.  TTL changes (expire,
- * persist, touch) store the one expire_ms word of the item in place under
- * the lock; no other field of a published item ever changes.  ns_update is
+ * persist, touch) store the expire_ms and ttl_code words of the item in
+ * place under the lock; no other field of a published item changes.  ns_update is
  * optimistic: its callback runs with no lock held, and the result is stored
  * with a cas (or an add for an absent key), retried on conflict.
  */
@@ -89,7 +89,7 @@ static void fill_info(ns_cache *c, struct ns_item_shm *it, uint64_t ver,
 	in->version = ver;
 	in->created_ms = c->hdr->created_ms + (uint64_t)it->ctime * 1000u;
 	in->expire_ms = ns_load_relaxed(&it->expire_ms);
-	in->ttl_ms = ns__ttl_decode(it->ttl_code);
+	in->ttl_ms = ns__ttl_decode(ns_load_relaxed(&it->ttl_code));
 	in->vlen = it->vlen;
 	in->flags = it->uflags;
 	in->space_id = it->space;
@@ -946,13 +946,16 @@ static int keyop(ns_space *s, const void *key, size_t klen, int op,
 			ns_store_relaxed(&t->slot->dels, t->slot->dels + 1);
 		return visible ? 0 : NS_ENOTFOUND;
 	}
-	/* One atomic word of a published item: readers see the old expiry
-	 * or the new one. */
-	if (op == K_EXPIRE)
+	/* Single atomic words of a published item: readers see the old
+	 * expiry or the new one.  The TTL ns_touch restarts follows. */
+	if (op == K_EXPIRE) {
+		ns_store_relaxed(&it->ttl_code, ns__ttl_encode(ttl_ms));
 		ns_store_relaxed(&it->expire_ms, ttl_ms > UINT64_MAX - now ?
 				 UINT64_MAX : now + ttl_ms);
-	else if (op == K_PERSIST)
+	} else if (op == K_PERSIST) {
+		ns_store_relaxed(&it->ttl_code, 0u);
 		ns_store_relaxed(&it->expire_ms, 0ull);
+	}
 	else if (op == K_TOUCH && it->ttl_code)
 		ns_store_relaxed(&it->expire_ms, now + ns__ttl_decode(it->ttl_code));
 	err = 0;
