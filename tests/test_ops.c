@@ -514,7 +514,7 @@ static void info_times_are_real_time(void **state)
 	after = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 
 	struct ns_item_info i = stat_of(f->s, "k");
-	/* Second resolution would do for "near now"; ms is checked above. */
+	/* created_ms has second resolution (checked above). */
 	if (i.created_ms + 1000 < before || i.created_ms > after)
 		fail_msg("created_ms %" PRIu64 " outside [%" PRIu64 ", %" PRIu64 "]",
 			 i.created_ms, before, after);
