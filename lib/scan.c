@@ -23,19 +23,23 @@
 
 #define NS_SCAN_COUNT 64 /* default keys' worth of buckets per call */
 #define NS_ITEMS_PER_BUCKET_EST 4 /* index load the segment is sized for */
+#define NS_SCAN_RETRIES 16 /* read-only: rereads of a slot being rewritten */
 
 /* Append the matching keys of chain B to KEYS[*K..CAP).  false when the
  * array is full (the chain's keys are then dropped again). */
 static bool scan_chain(ns_space *s, uint64_t b, const char *pattern,
-		       uint64_t now, struct ns_key *keys, size_t cap, size_t *k)
+		       uint64_t now, struct ns_key *keys, size_t cap, size_t *k,
+		       bool *busy)
 {
+	bool ro = s->c->rdonly;
 	ns_cache *c = s->c;
 	struct ns_bucket_shm *bk = &c->buckets[b];
 	size_t start = *k;
 	int err = 0;
 
 	for (int depth = 0; bk && depth <= NS_CHAIN_MAX; depth++) {
-		for (int i = 0; i < NS_BUCKET_SLOTS; i++) {
+		for (int i = 0, tries = 0; i < NS_BUCKET_SLOTS; i++, tries = 0) {
+		again:;
 			uint64_t w = ns_load_acquire(&bk->slot[i]);
 			ns_off_t off = w & NS_SLOT_OFF_MASK;
 			struct ns_item_shm *it = ns__item(c, off);
@@ -54,11 +58,19 @@ static bool scan_chain(ns_space *s, uint64_t b, const char *pattern,
 			memcpy(key, it + 1, kl);
 			key[kl] = '\0';
 			/* A read-only mapping has no read section: make sure
-			 * the chunk was not reused while we copied. */
-			cmm_smp_rmb();
-			if (ns_load_relaxed(&it->version) != ver ||
-			    ns_load_relaxed(&bk->slot[i]) != w)
-				continue;
+			 * the chunk was not reused while we copied, and if it
+			 * was, read the slot again: the key may still be
+			 * there under a new item, and must not be skipped. */
+			if (ro) {
+				cmm_smp_rmb();
+				if (ns_load_relaxed(&it->version) != ver ||
+				    ns_load_relaxed(&bk->slot[i]) != w) {
+					if (++tries < NS_SCAN_RETRIES)
+						goto again;
+					*busy = true;
+					continue;
+				}
+			}
 			if (pattern && fnmatch(pattern, key, 0) != 0)
 				continue;
 			if (*k >= cap) {
@@ -81,6 +93,7 @@ int ns_scan(ns_space *s, uint64_t *cursor, const char *pattern, size_t count,
 	struct ns_slot_shm *sl = NULL;
 	uint64_t cur, nb, now, budget;
 	size_t k = 0;
+	bool busy = false;
 	int err = 0;
 
 	if (s == NULL || cursor == NULL || n == NULL || (keys == NULL && cap != 0))
@@ -104,7 +117,7 @@ int ns_scan(ns_space *s, uint64_t *cursor, const char *pattern, size_t count,
 	if (sl)
 		ns__read_enter(c, sl);
 	for (uint64_t v = 0; v < budget && cur < nb; v++) {
-		if (!scan_chain(s, cur, pattern, now, keys, cap, &k)) {
+		if (!scan_chain(s, cur, pattern, now, keys, cap, &k, &busy)) {
 			if (k == 0)
 				err = NS_ERANGE;
 			break;
@@ -114,6 +127,8 @@ int ns_scan(ns_space *s, uint64_t *cursor, const char *pattern, size_t count,
 	if (sl)
 		ns__read_exit(sl);
 	*n = k;
+	if (!err && busy)
+		err = NS_EBUSY; /* read-only: a slot kept changing under us */
 	if (err)
 		return err;
 	*cursor = cur >= nb ? 0 : cur;

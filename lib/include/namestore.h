@@ -410,8 +410,10 @@ struct ns_key {
  * sets *N, and advances *CURSOR; it is 0 again when the scan is complete.
  * Never takes a lock and holds nothing between calls.  A key present for
  * the whole scan is returned at least once; keys added or removed during it
- * may or may not be.  Returns 0, NS_EINVAL, or NS_ERANGE when CAP cannot
- * hold the keys of a single bucket chain (retry with a larger array).
+ * may or may not be.  Returns 0, NS_EINVAL, NS_ERANGE when CAP cannot
+ * hold the keys of a single bucket chain (retry with a larger array), or,
+ * on a read-only attachment only, NS_EBUSY when a slot kept changing under
+ * the scan (call again with the same cursor).
  */
 NS_EXPORT int ns_scan(ns_space *s, uint64_t *cursor, const char *pattern,
 		      size_t count, struct ns_key *keys, size_t cap, size_t *n);
