@@ -137,7 +137,8 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 	h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
 	fl = &c->flights[h & (NS_FLIGHTS - 1)];
 	mine = (uint64_t)(t->idx + 1) << 48 | (h & NS_SLOT_OFF_MASK);
-	deadline = mono_ms() + wait_ms;
+	deadline = mono_ms();
+	deadline = wait_ms > UINT64_MAX - deadline ? UINT64_MAX : deadline + wait_ms;
 
 	for (;;) {
 		bool stale = false;
