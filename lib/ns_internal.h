@@ -268,6 +268,27 @@ int ns__get_stale(ns_space *s, const void *key, size_t klen, void *buf,
 int ns__get_hashed(ns_space *s, const void *key, size_t klen, uint64_t h,
 		   struct ns_kv *kv);
 
+/* ---- janitor.c ---------------------------------------------------------- */
+struct ns_expire_stats {
+	uint64_t buckets;  /* chains looked at */
+	uint64_t sampled;  /* items seen */
+	uint64_t expired;  /* items unlinked because they no longer read as present */
+	uint64_t us;       /* time spent in cycles */
+};
+/* Unlink the dead items of the next NBUCKETS chains of the expiry hand. */
+int ns__expire_step(ns_cache *c, struct ns_thr *t, uint64_t nbuckets,
+		    struct ns_expire_stats *st);
+/* Redis-like adaptive cycle: steps while they find many dead items, for at
+ * most BUDGET_US microseconds.  Adds to *ST. */
+int ns__expire_cycle(ns_cache *c, struct ns_thr *t, uint64_t budget_us,
+		     struct ns_expire_stats *st);
+/* Become the segment's one janitor: 0, or NS_EBUSY with the holder's pid in
+ * *PID (if not NULL), or a system error. */
+int ns__janitor_lock(ns_cache *c, int *pid);
+void ns__janitor_beat(ns_cache *c);
+/* 1: some process holds the janitor lock; 0: none; <0: error. */
+int ns__janitor_alive(ns_cache *c);
+
 /* ---- recover.c ---------------------------------------------------------- */
 /* Finish or undo what dead slot IDX left (intent, locks, chunk cache,
  * retire list) and free the slot.  T is the caller's binding (may be NULL

@@ -76,6 +76,7 @@ enum { NS_CH_FREE = 0x46524545u, NS_CH_LIVE = 0x4c495645u, NS_CH_RETIRED = 0x524
 /* File byte ranges used for OFD locks (not data: locks may lie past EOF). */
 #define NS_LOCK_INIT 0          /* creator holds it exclusively while initializing */
 #define NS_LOCK_SLOT_BASE 4096  /* + slot index: held by the slot's owner */
+#define NS_LOCK_JANITOR 1       /* held by the one nsd of the segment */
 
 /*
  * Header.  Written once by the creator (fields up to `state`), then
@@ -110,8 +111,14 @@ struct ns_hdr_shm {
 	uint32_t spaces_lock;  /* owner slot + 1; breakable like a bucket lock */
 	uint32_t audit_wanted; /* atomic; recovery found a chunk it could not place */
 	uint64_t next_version; /* atomic add; versions handed to slots in blocks */
-	uint64_t janitor_beat_ms; /* reserved for nsd's heartbeat */
 	uint64_t recoveries;   /* atomic add; slots recovered so far */
+
+	/* Line written by nsd only (and read by clients and nsctl). */
+	uint64_t janitor_beat_ms __attribute__((aligned(NS_CACHELINE))); /* CLOCK_REALTIME of its last tick; 0 never */
+	int32_t janitor_pid;   /* pid of the nsd holding NS_LOCK_JANITOR */
+	uint32_t janitor_pad;
+	uint64_t expire_hand;  /* next bucket the expiry cycle samples */
+	uint64_t expired;      /* items the janitor expired, in total */
 } __attribute__((aligned(NS_CACHELINE)));
 
 /*

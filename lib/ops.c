@@ -924,6 +924,7 @@ static int keyop(ns_space *s, const void *key, size_t klen, int op,
 		intent_clear(t->slot);
 		return err;
 	}
+	NS_FAULT("key:locked");
 	old = lookup(c, b, tag_of(h), s->id, key, klen, &word, &err);
 	if (old == 0) {
 		err = err ? err : NS_ENOTFOUND;

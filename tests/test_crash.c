@@ -28,7 +28,7 @@ static const char *points[] = {
 	"alloc:taken",   "slab:popped",  "set:built",     "lock:taken",
 	"over:claimed",  "set:intent",   "set:published", "set:unlocked",
 	"set:retired",   "del:intent",   "del:unlinked",  "del:unlocked",
-	"del:retired",
+	"del:retired",   "key:locked",
 };
 
 static void key_of(char *k, size_t cap, int i) { snprintf(k, cap, "key%d", i); }
@@ -51,7 +51,7 @@ static uint64_t work(ns_space *s, unsigned seed, uint64_t ms, int del_pct)
 		uint64_t t0 = t_now_ns();
 
 		key_of(key, sizeof(key), k);
-		if (op < 40) {
+		if (op < 35) {
 			e = ns_get(s, key, strlen(key), buf, sizeof(buf), &n);
 			if (e == 0 && t_check_value(buf, n, key) != 0) {
 				fprintf(stderr, "bad value for %s\n", key);
@@ -59,6 +59,20 @@ static uint64_t work(ns_space *s, unsigned seed, uint64_t ms, int del_pct)
 			}
 			if (e != 0 && e != NS_ENOTFOUND) {
 				fprintf(stderr, "get %s: %s\n", key, ns_strerror(e));
+				return UINT64_MAX;
+			}
+		} else if (op < 40) {
+			/* TTL changes and counters: the other writes that
+			 * hold a bucket lock (ns_incr is a set inside). */
+			char ctr[40];
+			snprintf(ctr, sizeof(ctr), "ctr%d", k % 16);
+			if (op < 38)
+				e = (op & 1) ? ns_expire(s, key, strlen(key), 3600000)
+					     : ns_persist(s, key, strlen(key));
+			else
+				e = ns_incr(s, ctr, strlen(ctr), 1, 0, 0, NULL);
+			if (e != 0 && e != NS_ENOTFOUND) {
+				fprintf(stderr, "ttl/incr %s: %s\n", key, ns_strerror(e));
 				return UINT64_MAX;
 			}
 		} else if (op < 100 - del_pct) {
