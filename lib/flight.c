@@ -142,15 +142,19 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 
 	for (;;) {
 		bool stale = false;
-		uint32_t seq = ns_load_acquire(&fl->seq);
+		uint32_t seq;
 		uint64_t w;
 
-		err = ns__get_stale(s, key, klen, buf, cap, vlen, stale_ms, &stale);
+		err = ns__get_stale(s, key, klen, h, buf, cap, vlen, stale_ms, &stale);
 		if ((err == 0 || err == NS_ERANGE) && !stale)
 			return err;
 		if (err != 0 && err != NS_ERANGE && err != NS_ENOTFOUND)
 			return err;
-		/* A miss, or a stale value: somebody must load. */
+		/* A miss, or a stale value: somebody must load.  A hit never
+		 * touches the flight entry.  Reading seq only now loses no
+		 * wake-up: a flight that ended since our read shows as a
+		 * free word, which we claim and then read the key again. */
+		seq = ns_load_acquire(&fl->seq);
 		w = ns_load_acquire(&fl->word);
 		if (w == 0) {
 			if (ns_cmpxchg(&fl->word, 0ull, mine) == 0)
@@ -184,7 +188,7 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 	ns_store_relaxed(&fl->claims, t->slot->claims);
 	{
 		bool stale = false;
-		err = ns__get_stale(s, key, klen, buf, cap, vlen, 0, &stale);
+		err = ns__get_stale(s, key, klen, h, buf, cap, vlen, 0, &stale);
 		if (err == 0 || err == NS_ERANGE) {
 			release(fl);
 			return err;

@@ -259,10 +259,11 @@ void ns__acct_gone(ns_cache *c, struct ns_thr *t, struct ns_item_shm *it, int wh
  * the intent protocol.  Lock held on entry, released on return. */
 void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
 		       ns_off_t off, int why);
-/* ns_get that also accepts an item expired less than STALE_MS ago, and
- * says so in *STALE (ns_get_or_set). */
-int ns__get_stale(ns_space *s, const void *key, size_t klen, void *buf,
-		  size_t cap, size_t *vlen, uint64_t stale_ms, bool *stale);
+/* ns_get of a checked key with its hash H already computed, that also
+ * accepts an item expired less than STALE_MS ago and says so in *STALE
+ * (ns_get_or_set). */
+int ns__get_stale(ns_space *s, const void *key, size_t klen, uint64_t h,
+		  void *buf, size_t cap, size_t *vlen, uint64_t stale_ms, bool *stale);
 /* ns_get of KV with the hash H already computed (ns_mget).  The key was
  * checked by the caller. */
 int ns__get_hashed(ns_space *s, const void *key, size_t klen, uint64_t h,

@@ -280,11 +280,11 @@ int ns_get_ex(ns_space *s, const void *key, size_t klen, void *buf, size_t cap,
 	return rd(s, key, klen, &r);
 }
 
-int ns__get_stale(ns_space *s, const void *key, size_t klen, void *buf,
-		  size_t cap, size_t *vlen, uint64_t stale_ms, bool *stale)
+int ns__get_stale(ns_space *s, const void *key, size_t klen, uint64_t h,
+		  void *buf, size_t cap, size_t *vlen, uint64_t stale_ms, bool *stale)
 {
 	struct rd r = { .buf = buf, .cap = cap, .vlen = vlen, .stale_ms = stale_ms };
-	int err = rd(s, key, klen, &r);
+	int err = rd_hashed(s, key, klen, h, &r);
 
 	*stale = r.stale;
 	return err;
