@@ -12,6 +12,8 @@
  *     lists), and logs what it found,
  *   - runs the adaptive active-expiry cycle within its CPU budget,
  *   - reclaims what it retired (advancing the epoch),
+ *   - moves a slab page to a class that is failing or evicting from one
+ *     that is not, when the value-size mix shifts (janitor.c),
  *   - and, when recovery asked for it and no other client is attached,
  *     runs the allocator audit.
  *
@@ -50,6 +52,7 @@ struct cfg {
 	uint64_t items;
 	unsigned tick_ms;       /* length of one tick */
 	unsigned cpu_pct;       /* expiry budget: percent of one core */
+	unsigned rebalance_ms;  /* how often to consider moving a page; 0 never */
 	int level;              /* log messages up to this level */
 	bool syslog;
 	bool foreground;
@@ -59,11 +62,12 @@ struct cfg {
 };
 
 enum { S_SEGMENT = 1, S_SIZE = 2, S_ITEMS = 4, S_TICK = 8, S_CPU = 16,
-       S_LEVEL = 32, S_CREATE = 64, S_SYSLOG = 128 };
+       S_LEVEL = 32, S_CREATE = 64, S_SYSLOG = 128, S_REBAL = 256 };
 
 static struct cfg cfg = {
 	.tick_ms = 100,
 	.cpu_pct = 10,
+	.rebalance_ms = 1000,
 	.level = L_INFO,
 };
 
@@ -195,6 +199,12 @@ static int apply(struct cfg *c, const char *key, const char *val, bool from_file
 		r = parse_uint(val, 1, 100, &v);
 		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
 			c->cpu_pct = v;
+	} else if (strcmp(key, "rebalance_ms") == 0) {
+		bit = S_REBAL;
+		unsigned v;
+		r = parse_uint(val, 0, 3600000, &v);
+		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
+			c->rebalance_ms = v;
 	} else if (strcmp(key, "log_level") == 0) {
 		bit = S_LEVEL;
 		int v;
@@ -284,12 +294,14 @@ static void usage(FILE *f)
 		"                         command-line options win; SIGHUP re-reads it\n"
 		"      --tick-ms MS       length of a tick (default 100)\n"
 		"      --cpu-percent P    active-expiry budget, %% of one core (default 10)\n"
+		"      --rebalance-ms MS  how often to consider moving a slab page to a\n"
+		"                         class that needs it (default 1000; 0: never)\n"
 		"      --log-level L      error|warning|info|debug (default info)\n"
 		"      --syslog           log to syslog instead of stderr\n"
 		"  -F, --foreground       do not detach (for systemd, containers)\n"
 		"  -h, --help             this text\n"
 		"config keys: segment, create, size, items, tick_ms, cpu_percent,\n"
-		"             log_level, syslog\n");
+		"             rebalance_ms, log_level, syslog\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -302,6 +314,7 @@ static int parse_args(int argc, char **argv)
 		{ "config", required_argument, NULL, 'f' },
 		{ "tick-ms", required_argument, NULL, 'T' },
 		{ "cpu-percent", required_argument, NULL, 'P' },
+		{ "rebalance-ms", required_argument, NULL, 'R' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "syslog", no_argument, NULL, 'Y' },
 		{ "foreground", no_argument, NULL, 'F' },
@@ -319,6 +332,7 @@ static int parse_args(int argc, char **argv)
 		case 'I': r = apply(&cfg, "items", optarg, false, err, sizeof(err)); break;
 		case 'T': r = apply(&cfg, "tick_ms", optarg, false, err, sizeof(err)); break;
 		case 'P': r = apply(&cfg, "cpu_percent", optarg, false, err, sizeof(err)); break;
+		case 'R': r = apply(&cfg, "rebalance_ms", optarg, false, err, sizeof(err)); break;
 		case 'L': r = apply(&cfg, "log_level", optarg, false, err, sizeof(err)); break;
 		case 'Y': r = apply(&cfg, "syslog", "yes", false, err, sizeof(err)); break;
 		case 'F': cfg.foreground = true; break;
@@ -374,9 +388,10 @@ static void reload(void)
 		       "restart nsd to look after '%s'", next.segment);
 	cfg.tick_ms = next.tick_ms;
 	cfg.cpu_pct = next.cpu_pct;
+	cfg.rebalance_ms = next.rebalance_ms;
 	cfg.level = next.level;
-	logmsg(L_INFO, "config reloaded: tick_ms=%u cpu_percent=%u log_level=%s",
-	       cfg.tick_ms, cfg.cpu_pct, level_names[cfg.level]);
+	logmsg(L_INFO, "config reloaded: tick_ms=%u cpu_percent=%u rebalance_ms=%u log_level=%s",
+	       cfg.tick_ms, cfg.cpu_pct, cfg.rebalance_ms, level_names[cfg.level]);
 }
 
 static const char *phase_name(uint32_t p)
@@ -447,6 +462,7 @@ static int run(void)
 {
 	struct ns_attach_opts o = { 0 };
 	struct ns_expire_stats st = { 0 };
+	struct ns_rebalance rb = { .page = -1 };
 	uint64_t ticks = 0, last_report = 0;
 	ns_cache *c;
 	struct ns_thr *t;
@@ -480,6 +496,8 @@ static int run(void)
 		ns_detach(c);
 		return 1;
 	}
+	/* Page moves a killed nsd left halfway. */
+	ns__pages_resume(c);
 	logmsg(L_INFO, "janitor of segment '%s' (%zu MiB, %" PRIu64 " buckets), "
 	       "tick %u ms, expiry budget %u%% of a core",
 	       cfg.segment, c->size >> 20, c->mask + 1, cfg.tick_ms, cfg.cpu_pct);
@@ -497,6 +515,20 @@ static int run(void)
 			logmsg(L_WARN, "expiry cycle: %s", ns_strerror(err));
 		if (t->slot->retire_count)
 			ns__reclaim(c, t);
+		if (cfg.rebalance_ms) {
+			rb.interval_ms = cfg.rebalance_ms;
+			err = ns__rebalance(c, t, &rb);
+			if (err == 1)
+				logmsg(L_INFO, "moved a page from class %d (%u B) to class %d (%u B); "
+				       "%" PRIu64 " moved so far", rb.last_from,
+				       c->classes[rb.last_from].size, rb.last_to,
+				       c->classes[rb.last_to].size, rb.moved);
+			else if (err == 2)
+				logmsg(L_WARN, "gave up moving a page of class %d: a chunk "
+				       "stayed in use past the time limit", rb.from);
+			else if (err < 0)
+				logmsg(L_WARN, "page move: %s", ns_strerror(err));
+		}
 		if (ns_load_relaxed(&c->hdr->audit_wanted) && alone(c, t)) {
 			int64_t n = ns__audit(c);
 			if (n >= 0)
@@ -514,6 +546,8 @@ static int run(void)
 	}
 	logmsg(L_INFO, "stopping on signal %d; expired %" PRIu64 " items in %" PRIu64
 	       " ms of cycles; the segment stays", (int)stop_sig, st.expired, st.us / 1000u);
+	if (rb.page >= 0)
+		ns__page_move_abort(c, (uint32_t)rb.page);
 	if (t->slot->retire_count)
 		ns__reclaim(c, t);
 	ns_store_relaxed(&c->hdr->janitor_pid, 0);

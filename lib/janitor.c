@@ -16,6 +16,9 @@
  * An idle cache thus costs one step per tick, and a mass expiry is worked
  * through as fast as the budget allows.
  *
+ * Page rebalancing moves slab pages to the classes that need them; see the
+ * section below.
+ *
  * The janitor's lock and heartbeat.  One nsd per segment: it holds an
  * exclusive OFD lock on byte NS_LOCK_JANITOR of the segment file (released
  * by the kernel when it dies, so a killed nsd never blocks the next one) and
@@ -176,4 +179,353 @@ int ns__janitor_alive(ns_cache *c)
 	if (fcntl(c->fd, F_OFD_GETLK, &fl) < 0)
 		return ns__errno(errno);
 	return fl.l_type != F_UNLCK;
+}
+
+/* ---- page rebalancing --------------------------------------------------- */
+
+/*
+ * When the mix of value sizes shifts, the classes of the new sizes have no
+ * pages while the old ones hold the whole segment: without moving pages,
+ * stores of the new size could only evict each other, or fail with
+ * NS_ENOMEM.  memcached moves whole slab pages between classes (its
+ * slab_reassign and slab_automove); so does nsd, one page at a time:
+ *
+ *   1. mark the page DRAINING: from now on a free chunk of it is parked on
+ *      the page's own list instead of being reused (ns__push_free, pop and
+ *      the slot caches check the mark), and sift the class's free list once
+ *      to park what was already free;
+ *   2. every step, evict the page's live items with the delete protocol and
+ *      reclaim them after their grace period, so that readers that still
+ *      look at one are never disturbed: a chunk is parked only once freed;
+ *   3. when all of the page's chunks are parked, nobody but nsd can refer
+ *      to any of them: mark it MOVING, give it to the new class, and push
+ *      its new chunks onto that class's free list.
+ *
+ * A page that does not empty within NS_MOVE_TIMEOUT_MS (a chunk sits in an
+ * idle client's cache or retire list) is given back: the mark is cleared
+ * and its parked chunks return to their free list.  A killed nsd leaves a
+ * DRAINING page, which the next one gives back, or a MOVING one, which it
+ * finishes (or, if the move was halfway through pushing chunks, leaves to
+ * the audit).
+ */
+#define NS_MOVE_TIMEOUT_MS 10000
+#define NS_MOVE_CANDIDATES 8 /* pages compared when choosing one to move */
+
+static uint64_t park_count(ns_cache *c, struct ns_page_shm *pg, uint64_t max)
+{
+	ns_off_t off = ns_load_acquire(&pg->park_head);
+	uint64_t n = 0;
+
+	/* Only nsd takes chunks off a park list; others push at the head, so
+	 * the list below a head we read stays as it is. */
+	while (off && n <= max && ns__page_of(c, off) == pg) {
+		n++;
+		off = ((struct ns_item_shm *)(c->base + off))->next;
+	}
+	return n;
+}
+
+static ns_off_t page_base(ns_cache *c, uint32_t p)
+{
+	return c->data_off + (uint64_t)p * NS_PAGE_SIZE;
+}
+
+/* Hand every parked chunk of page P back to its class's free list. */
+static void unpark_all(ns_cache *c, uint32_t p)
+{
+	struct ns_page_shm *pg = &c->pages[p];
+	ns_off_t off = ns_load_acquire(&pg->park_head);
+
+	while (off && ns_cmpxchg(&pg->park_head, off, 0ull) != off)
+		off = ns_load_acquire(&pg->park_head);
+	while (off) {
+		ns_off_t next = ((struct ns_item_shm *)(c->base + off))->next;
+		int cls = ns__class_of(c, off);
+		if (cls >= 0)
+			ns__push_free(c, cls, off);
+		off = next;
+	}
+}
+
+/* Whether a client's chunk cache holds a chunk of page P (class CLS).  A
+ * cached chunk can only go back through its owner, and an idle owner may
+ * keep it for ever: such pages are not chosen.  SKIP: our own slot, whose
+ * cache we empty ourselves. */
+static bool page_cached(ns_cache *c, uint32_t p, int cls, uint32_t skip)
+{
+	ns_off_t lo = page_base(c, p), hi = lo + NS_PAGE_SIZE;
+
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct ns_slot_shm *s = &c->slots[i];
+		uint8_t n = ns_load_relaxed(&s->cache_n[cls]);
+		if (i == skip || ns_load_relaxed(&s->state) == NS_SLOT_FREE)
+			continue;
+		for (uint8_t k = 0; k < n && k < NS_SLOT_CACHE; k++) {
+			ns_off_t off = ns_load_relaxed(&s->cache[cls][k]);
+			if (off >= lo && off < hi)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Park the chunks of draining pages that sit in our own cache. */
+static void flush_own_cache(ns_cache *c, struct ns_thr *t, int cls)
+{
+	struct ns_slot_shm *s = t->slot;
+
+	for (int k = (int)s->cache_n[cls] - 1; k >= 0; k--) {
+		ns_off_t off = s->cache[cls][k];
+		struct ns_page_shm *pg = ns__page_of(c, off);
+		if (pg == NULL || ns_load_relaxed(&pg->drain) != NS_PG_DRAINING)
+			continue;
+		/* Out of the cache first (the last entry moves into the
+		 * hole), then onto the park list: dying in between loses
+		 * the chunk to the audit, never puts it in two places. */
+		s->slab_busy = 1;
+		s->cache[cls][k] = s->cache[cls][s->cache_n[cls] - 1];
+		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] - 1));
+		ns__push_free(c, cls, off); /* parks it: the page is draining */
+		s->slab_busy = 0;
+	}
+}
+
+int ns__page_move_start(ns_cache *c, struct ns_thr *t, uint32_t p, int to)
+{
+	struct ns_page_shm *pg;
+	int from;
+
+	if (p >= c->npages || to < 0 || (uint32_t)to >= c->nclasses)
+		return NS_EINVAL;
+	pg = &c->pages[p];
+	from = (int)ns_load_relaxed(&pg->cls) - 1;
+	if (from < 0 || from == to || ns_load_relaxed(&pg->drain) != NS_PG_NORMAL ||
+	    ns_load_relaxed(&pg->carved) < c->classes[from].per_page ||
+	    ns_load_relaxed(&c->classes[from].cur_page) == p + 1 ||
+	    ns_load_relaxed(&c->classes[from].spare_page) == p + 1)
+		return NS_EINVAL; /* not a whole page of another class at rest */
+	if (page_cached(c, p, from, t->idx))
+		return NS_EBUSY;
+	ns_store_relaxed(&pg->move_to, (uint32_t)to + 1);
+	ns_store_release(&pg->drain, (uint32_t)NS_PG_DRAINING);
+	flush_own_cache(c, t, from);
+	/* Free chunks already on the list would otherwise wait there. */
+	ns__slab_sift(c, t, from);
+	return 0;
+}
+
+void ns__page_move_abort(ns_cache *c, uint32_t p)
+{
+	struct ns_page_shm *pg = &c->pages[p];
+
+	ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
+	ns_store_relaxed(&pg->move_to, 0u);
+	unpark_all(c, p);
+}
+
+/* All chunks of P are parked: give the page to its new class. */
+static void move_finish(ns_cache *c, uint32_t p)
+{
+	struct ns_page_shm *pg = &c->pages[p];
+	int from = (int)pg->cls - 1, to = (int)pg->move_to - 1;
+	struct ns_class_shm *cl = &c->classes[to];
+
+	ns_store_release(&pg->drain, (uint32_t)NS_PG_MOVING);
+	NS_FAULT("move:moving");
+	ns_store_relaxed(&pg->park_head, 0ull);
+	ns_store_relaxed(&pg->carved, cl->per_page);
+	ns_store_release(&pg->cls, (uint32_t)to + 1);
+	ns_add_return(&c->classes[from].npages, (uint32_t)-1);
+	ns_add_return(&cl->npages, 1u);
+	for (uint32_t k = 0; k < cl->per_page; k++) {
+		ns__push_free_raw(c, to, page_base(c, p) + (uint64_t)k * cl->size);
+		if (k == cl->per_page / 2)
+			NS_FAULT("move:pushing");
+	}
+	ns_store_relaxed(&pg->move_to, 0u);
+	ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
+}
+
+int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
+{
+	struct ns_page_shm *pg = &c->pages[p];
+	int from = (int)ns_load_relaxed(&pg->cls) - 1;
+	struct ns_class_shm *cl;
+	int err;
+
+	if (from < 0 || ns_load_relaxed(&pg->drain) != NS_PG_DRAINING)
+		return NS_EINVAL;
+	cl = &c->classes[from];
+	/* Evict what lives in the page; confirm each under its lock. */
+	for (uint32_t k = 0; k < cl->per_page; k++) {
+		ns_off_t off = page_base(c, p) + (uint64_t)k * cl->size;
+		struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
+		uint64_t b, *word;
+
+		if (ns_load_relaxed(&it->state) != NS_CH_LIVE)
+			continue;
+		b = ns_load_relaxed(&it->hash) & c->mask;
+		ns_store_relaxed(&t->slot->in_bucket, b + 1);
+		err = ns__bucket_lock(c, t, b);
+		if (err) {
+			ns_store_relaxed(&t->slot->in_bucket, 0ull);
+			return err;
+		}
+		word = ns__chain_find_locked(c, b, off);
+		if (word == NULL) {
+			ns__bucket_unlock(c, t, b);
+			ns_store_relaxed(&t->slot->in_bucket, 0ull);
+			continue; /* being built, or just replaced */
+		}
+		ns__unlink_locked(c, t, b, word, off, NS_GONE_EVICT);
+		ns_add_return(&cl->evictions, 1ull);
+		if (t->slot->retire_count >= 256)
+			ns__reclaim(c, t);
+	}
+	ns__reclaim(c, t);
+	/* Whatever was pushed on the free list or into our cache by a client
+	 * that looked at the page before it was marked. */
+	flush_own_cache(c, t, from);
+	ns__slab_sift(c, t, from);
+	if (park_count(c, pg, cl->per_page) < cl->per_page)
+		return 0;
+	move_finish(c, p);
+	return 1;
+}
+
+void ns__pages_resume(ns_cache *c)
+{
+	for (uint32_t p = 0; p < c->npages; p++) {
+		struct ns_page_shm *pg = &c->pages[p];
+		uint32_t d = ns_load_acquire(&pg->drain);
+
+		if (d == NS_PG_MOVING) {
+			if (pg->move_to != 0 && pg->cls != pg->move_to &&
+			    park_count(c, pg, NS_PAGE_SIZE) >= c->classes[pg->cls - 1].per_page) {
+				move_finish(c, p); /* killed before it began */
+			} else {
+				/* Killed while pushing the new chunks: the
+				 * audit finds the ones not pushed. */
+				ns_store_relaxed(&pg->move_to, 0u);
+				ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
+				ns_store_relaxed(&c->hdr->audit_wanted, 1u);
+			}
+		} else if (d == NS_PG_DRAINING) {
+			ns__page_move_abort(c, p);
+		} else if (ns_load_relaxed(&pg->park_head) != 0) {
+			unpark_all(c, p); /* a late parker after an abort */
+		}
+	}
+}
+
+/* ---- when to move a page ---- */
+
+static uint64_t need_score(const struct ns_rebalance *rb, ns_cache *c, int k)
+{
+	uint64_t ev = ns_load_relaxed(&c->classes[k].evictions) - rb->evictions[k];
+	uint64_t nm = ns_load_relaxed(&c->classes[k].enomem) - rb->enomem[k];
+
+	/* A failed store weighs more than an eviction. */
+	return nm * 64 + ev;
+}
+
+/* The page of class FROM with the fewest live items among a few. */
+static int pick_page(ns_cache *c, struct ns_thr *t, int from)
+{
+	struct ns_class_shm *cl = &c->classes[from];
+	uint32_t used = ns_load_relaxed(&c->hdr->next_page), best = UINT32_MAX;
+	uint64_t best_live = UINT64_MAX;
+	int seen = 0;
+
+	if (used > c->npages)
+		used = c->npages;
+	for (uint32_t i = 0, p = (uint32_t)(t->rng++ % (used ? used : 1));
+	     i < used && seen < NS_MOVE_CANDIDATES; i++, p = (p + 1) % used) {
+		struct ns_page_shm *pg = &c->pages[p];
+		uint64_t live = 0;
+
+		if (ns_load_relaxed(&pg->cls) != (uint32_t)from + 1 ||
+		    ns_load_relaxed(&pg->drain) != NS_PG_NORMAL ||
+		    ns_load_relaxed(&pg->carved) < cl->per_page ||
+		    ns_load_relaxed(&cl->cur_page) == p + 1 ||
+		    ns_load_relaxed(&cl->spare_page) == p + 1 ||
+		    page_cached(c, p, from, t->idx))
+			continue;
+		seen++;
+		for (uint32_t k = 0; k < cl->per_page; k++) {
+			struct ns_item_shm *it = (struct ns_item_shm *)
+				(c->base + page_base(c, p) + (uint64_t)k * cl->size);
+			live += ns_load_relaxed(&it->state) == NS_CH_LIVE;
+		}
+		if (live < best_live) {
+			best_live = live;
+			best = p;
+		}
+	}
+	return best == UINT32_MAX ? -1 : (int)best;
+}
+
+int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb)
+{
+	uint64_t now = ns__now_ms();
+	int r;
+
+	if (rb->page >= 0) {
+		r = ns__page_move_step(c, t, (uint32_t)rb->page);
+		if (r == 1) {
+			rb->moved++;
+			rb->last_from = rb->from;
+			rb->last_to = rb->to;
+			rb->page = -1;
+			return 1;
+		}
+		if (r < 0 || now - rb->started_ms > NS_MOVE_TIMEOUT_MS) {
+			ns__page_move_abort(c, (uint32_t)rb->page);
+			rb->aborted++;
+			rb->page = -1;
+			return r < 0 ? r : 2;
+		}
+		return 0;
+	}
+	if (now - rb->last_ms < rb->interval_ms)
+		return 0;
+
+	/* The neediest class, and the least needy one that has pages. */
+	int to = -1, from = -1;
+	uint64_t to_score = 0, from_score = UINT64_MAX;
+	for (uint32_t k = 0; k < c->nclasses; k++) {
+		uint64_t sc = need_score(rb, c, (int)k);
+		if (sc > to_score) {
+			to_score = sc;
+			to = (int)k;
+		}
+	}
+	for (uint32_t k = 0; to >= 0 && k < c->nclasses; k++) {
+		uint64_t sc = need_score(rb, c, (int)k);
+		if ((int)k == to || ns_load_relaxed(&c->classes[k].npages) < 2)
+			continue;
+		if (sc < from_score || (sc == from_score &&
+		    c->classes[k].npages > c->classes[from].npages)) {
+			from_score = sc;
+			from = (int)k;
+		}
+	}
+	for (uint32_t k = 0; k < c->nclasses; k++) {
+		rb->evictions[k] = ns_load_relaxed(&c->classes[k].evictions);
+		rb->enomem[k] = ns_load_relaxed(&c->classes[k].enomem);
+	}
+	rb->last_ms = now;
+	/* Move only towards a class clearly needier than the donor, and only
+	 * when memory is all taken (a free page would be used first). */
+	if (to < 0 || from < 0 || from_score * 4 >= to_score ||
+	    ns_load_relaxed(&c->hdr->next_page) < c->npages)
+		return 0;
+	int p = pick_page(c, t, from);
+	if (p < 0 || ns__page_move_start(c, t, (uint32_t)p, to) != 0)
+		return 0;
+	rb->page = p;
+	rb->from = from;
+	rb->to = to;
+	rb->started_ms = now;
+	return 0;
 }

@@ -194,6 +194,11 @@ int ns__membarrier(ns_cache *c);
 void ns__slab_init(ns_cache *c);
 int ns__class_for(const ns_cache *c, size_t bytes); /* <0: too big */
 int ns__class_of(const ns_cache *c, ns_off_t off);  /* <0: not a chunk start */
+struct ns_page_shm *ns__page_of(const ns_cache *c, ns_off_t off); /* NULL: not in a page */
+void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off);
+/* Pop class CLS's whole free list, park the chunks of draining pages and
+ * push the others back.  Returns the number parked.  nsd only. */
+size_t ns__slab_sift(ns_cache *c, struct ns_thr *t, int cls);
 /* Take a chunk of class CLS; on success it is recorded as t->slot->in_new
  * with phase BUILT.  May reclaim and evict.  NS_ENOMEM when nothing is left. */
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out);
@@ -289,6 +294,25 @@ int ns__janitor_lock(ns_cache *c, int *pid);
 void ns__janitor_beat(ns_cache *c);
 /* 1: some process holds the janitor lock; 0: none; <0: error. */
 int ns__janitor_alive(ns_cache *c);
+
+/* Page rebalancing (nsd).  Moves page P to class TO: start marks it
+ * draining; each step evicts what lives in it, and returns 1 once the page
+ * belongs to TO, 0 while it drains. */
+int ns__page_move_start(ns_cache *c, struct ns_thr *t, uint32_t p, int to);
+int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p);
+void ns__page_move_abort(ns_cache *c, uint32_t p);
+/* At nsd start: finish or undo the page moves a killed nsd left. */
+void ns__pages_resume(ns_cache *c);
+/* The policy's memory between ticks (process-local). */
+struct ns_rebalance {
+	uint64_t evictions[NS_MAX_CLASSES], enomem[NS_MAX_CLASSES];
+	uint64_t last_ms, interval_ms, started_ms;
+	int page, from, to, last_from, last_to; /* page < 0: none moving */
+	uint64_t moved, aborted;
+};
+/* One tick of rebalancing: 1 when a page move finished, 2 when one was
+ * given up, 0 otherwise, <0 on error. */
+int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb);
 
 /* ---- recover.c ---------------------------------------------------------- */
 /* Finish or undo what dead slot IDX left (intent, locks, chunk cache,

@@ -211,13 +211,25 @@ struct ns_class_shm {
 	uint32_t npages;     /* atomic add: pages assigned to this class */
 	uint32_t pad;
 	uint64_t evictions;  /* atomic add */
-	uint8_t pad1[NS_CACHELINE - 40];
+	uint64_t enomem;     /* atomic add: allocations that failed (nsd moves pages) */
+	uint8_t pad1[NS_CACHELINE - 48];
+};
+
+/* Page states (ns_page_shm.drain), for moving a page to another class. */
+enum {
+	NS_PG_NORMAL = 0,
+	NS_PG_DRAINING = 1, /* its chunks are parked instead of reused */
+	NS_PG_MOVING = 2,   /* all parked; being handed to class move_to - 1 */
 };
 
 /* Slab page descriptor. */
 struct ns_page_shm {
-	uint32_t cls;    /* class + 1, 0 unassigned; set once by the page's taker */
-	uint32_t carved; /* atomic add: chunks handed out from the page's bump cursor */
+	uint32_t cls;      /* class + 1, 0 unassigned; changed only by a move */
+	uint32_t carved;   /* atomic add: chunks handed out from the page's bump cursor */
+	uint32_t drain;    /* NS_PG_*; written by nsd only */
+	uint32_t move_to;  /* class + 1 the page is moving to; nsd only */
+	ns_off_t park_head; /* chunks parked while draining: CAS push by anyone,
+			     * taken whole only by nsd */
 };
 
 /*

@@ -369,6 +369,24 @@ static void mark_free_lists(struct marks *mk)
 			off = ((struct ns_item_shm *)(c->base + off))->next;
 		}
 	}
+	/* Chunks parked on the pages nsd is moving are free too. */
+	for (uint32_t p = 0; p < c->npages; p++) {
+		ns_off_t off = c->pages[p].park_head;
+		uint64_t n = 0;
+		while (off) {
+			if (ns__page_of(c, off) != &c->pages[p] || ns__class_of(c, off) < 0 ||
+			    n++ > mk->rep->chunks) {
+				mk->rep->bad_refs++;
+				fail(mk->rep, "park list of page %llu broken at %llu",
+				     p, (unsigned long long)off);
+				break;
+			}
+			if (!mark(mk, off, M_FREE, "park list"))
+				break;
+			mk->rep->free++;
+			off = ((struct ns_item_shm *)(c->base + off))->next;
+		}
+	}
 }
 
 static void mark_slots(struct marks *mk)

@@ -387,8 +387,10 @@ static int create(ns_cache *c, const char *path, const struct ns_attach_opts *o)
 	if (c->fd < 0)
 		return errno == EEXIST ? NS_EEXIST : ns__errno(errno);
 	/* Attachers that open before this lock is taken see a zero size and
-	 * retry; after it they wait on their shared lock. */
-	err = ns__lock_byte(c->fd, NS_LOCK_INIT, F_WRLCK, false);
+	 * retry; after it they wait on their shared lock.  One of them may
+	 * hold that shared lock for an instant (to look at the size), so we
+	 * wait for it rather than fail: it never waits for us while holding. */
+	err = ns__lock_byte(c->fd, NS_LOCK_INIT, F_WRLCK, true);
 	if (err)
 		goto fail;
 	if (fchmod(c->fd, mode) < 0) { /* shm_open's mode is masked by umask */

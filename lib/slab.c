@@ -34,6 +34,7 @@
  */
 #define _GNU_SOURCE
 #include <sched.h>
+#include <stdlib.h>
 
 #include <atomic_ops.h>
 
@@ -118,7 +119,55 @@ int ns__class_of(const ns_cache *c, ns_off_t off)
 	return (int)k - 1;
 }
 
+struct ns_page_shm *ns__page_of(const ns_cache *c, ns_off_t off)
+{
+	uint64_t p = (off - c->data_off) / NS_PAGE_SIZE;
+
+	return off >= c->data_off && p < c->npages ? &c->pages[p] : NULL;
+}
+
+static bool draining(const ns_cache *c, ns_off_t off)
+{
+	struct ns_page_shm *pg = ns__page_of(c, off);
+
+	return pg && ns_load_acquire(&pg->drain) != NS_PG_NORMAL;
+}
+
+/* Put free chunk OFF of a draining page aside on the page's park list,
+ * where nsd collects the whole page (see janitor.c). */
+static void park(ns_cache *c, ns_off_t off)
+{
+	struct ns_page_shm *pg = ns__page_of(c, off);
+	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
+	ns_off_t h;
+
+	it->state = NS_CH_FREE;
+	do {
+		h = ns_load_acquire(&pg->park_head);
+		it->next = h;
+	} while (ns_cmpxchg(&pg->park_head, h, off) != h);
+}
+
 void ns__push_free(ns_cache *c, int cls, ns_off_t off)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
+	uint64_t h;
+
+	if (ns_unlikely(draining(c, off))) {
+		park(c, off);
+		return;
+	}
+	it->state = NS_CH_FREE;
+	do {
+		h = ns_load_acquire(&cl->free_head);
+		it->next = head_off(h);
+	} while (!cas64(&cl->free_head, h, pack(off, head_tag(h) + 1)));
+}
+
+/* Push without the draining check: nsd handing a moved page's chunks to
+ * their new class. */
+void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off)
 {
 	struct ns_class_shm *cl = &c->classes[cls];
 	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
@@ -129,6 +178,42 @@ void ns__push_free(ns_cache *c, int cls, ns_off_t off)
 		h = ns_load_acquire(&cl->free_head);
 		it->next = head_off(h);
 	} while (!cas64(&cl->free_head, h, pack(off, head_tag(h) + 1)));
+}
+
+size_t ns__slab_sift(ns_cache *c, struct ns_thr *t, int cls)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+	uint64_t limit = (uint64_t)ns_load_relaxed(&cl->npages) * cl->per_page + 1;
+	ns_off_t *keep = malloc(limit * sizeof(*keep));
+	size_t nk = 0, parked = 0;
+
+	if (keep == NULL)
+		return 0;
+	/* Popped chunks sit in KEEP, which recovery cannot see: if we die
+	 * here the audit takes them back. */
+	t->slot->slab_busy = 1;
+	while (nk < limit) {
+		uint64_t h = ns_load_acquire(&cl->free_head);
+		ns_off_t off = head_off(h);
+		struct ns_item_shm *it = ns__item(c, off);
+
+		if (off == 0 || it == NULL || ns__class_of(c, off) != cls)
+			break;
+		if (!cas64(&cl->free_head, h, pack(ns_load_relaxed(&it->next),
+						   head_tag(h) + 1)))
+			continue;
+		if (draining(c, off)) {
+			park(c, off);
+			parked++;
+		} else {
+			keep[nk++] = off;
+		}
+	}
+	while (nk)
+		ns__push_free(c, cls, keep[--nk]);
+	t->slot->slab_busy = 0;
+	free(keep);
+	return parked;
 }
 
 #define NS_POP_TRIES 64 /* CAS retries under contention before giving up */
@@ -154,6 +239,11 @@ static int pop_free(ns_cache *c, struct ns_slot_shm *s, int cls)
 		s->slab_busy = 1;
 		if (cas64(&cl->free_head, h, pack(next, head_tag(h) + 1))) {
 			NS_FAULT("slab:popped");
+			if (ns_unlikely(draining(c, off))) {
+				park(c, off);
+				s->slab_busy = 0;
+				continue; /* its page is moving: not ours to use */
+			}
 			s->cache[cls][s->cache_n[cls]] = off;
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 			s->slab_busy = 0;
@@ -324,6 +414,15 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 		int n = s->cache_n[cls];
 		if (n > 0) {
 			ns_off_t off = s->cache[cls][n - 1];
+			if (ns_unlikely(draining(c, off))) {
+				/* Cached before its page began to move. */
+				s->slab_busy = 1;
+				ns_store_relaxed(&s->cache_n[cls], (uint8_t)(n - 1));
+				park(c, off);
+				s->slab_busy = 0;
+				round--;
+				continue;
+			}
 			/* Record the intent first, then leave the cache:
 			 * dying in between leaves it in both, and recovery
 			 * counts it once. */
@@ -352,11 +451,16 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 		}
 		if (s->retire_count)
 			ns__reclaim(c, t);
-		if (evicted == 0 && ns_load_relaxed(&c->classes[cls].npages) == 0)
-			return NS_ENOMEM; /* no page, no item of this class: nothing to evict */
+		if (evicted == 0 && ns_load_relaxed(&c->classes[cls].npages) == 0) {
+			/* No page, no item of this class: nothing to evict.
+			 * Counted, so that nsd moves a page here. */
+			ns_add_return(&c->classes[cls].enomem, 1ull);
+			return NS_ENOMEM;
+		}
 		if (s->cache_n[cls] == 0)
 			sched_yield(); /* readers inside a grace period, or lost races */
 	}
+	ns_add_return(&c->classes[cls].enomem, 1ull);
 	return NS_ENOMEM;
 }
 
@@ -367,7 +471,7 @@ void ns__free(ns_cache *c, struct ns_thr *t, ns_off_t off)
 
 	if (cls < 0)
 		return; /* not a chunk: never ours to free */
-	if (s->cache_n[cls] < NS_SLOT_CACHE) {
+	if (s->cache_n[cls] < NS_SLOT_CACHE && !draining(c, off)) {
 		s->cache[cls][s->cache_n[cls]] = off;
 		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 		return;

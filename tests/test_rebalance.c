@@ -1,0 +1,365 @@
+/*
+ * test_rebalance.c - slab pages move to the size class that needs them.
+ *
+ * A cache filled with small values has given every page to the small
+ * classes; when the workload turns to 4 KiB values, their class has no page
+ * and nothing to evict, so stores fail with NS_ENOMEM.  Moving a page
+ * (janitor.c) must fix that without disturbing readers of the items it
+ * evicts, keep every chunk accounted for, survive the mover being killed
+ * at any step, and, driven by nsd's policy, let the new class's hit ratio
+ * recover.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define SEG (12u << 20) /* a few pages, so the cache fills quickly */
+#define BIG 4000        /* bytes of a "4 KiB" value */
+
+struct fx {
+	const char *name;
+	ns_cache *c;
+	ns_space *s;
+};
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	f->name = t_name("rebal");
+	f->c = t_create(f->name, SEG, 100000);
+	assert_int_equal(ns_space_open(f->c, "test:rebal", &f->s), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	ns__fault_set(NULL, 'k');
+	ns_detach(f->c);
+	ns_unlink(f->name);
+	free(f);
+	return 0;
+}
+
+static void small_key(char *k, size_t cap, uint32_t i) { snprintf(k, cap, "s%07u", i); }
+static void big_key(char *k, size_t cap, uint32_t i) { snprintf(k, cap, "B%07u", i); }
+
+/* Fill the cache with small self-checking values until every page is
+ * taken and the small class evicts.  Returns the number of keys written. */
+static uint32_t fill_small(ns_space *s, ns_cache *c)
+{
+	char key[16], val[64];
+	uint32_t i, after = 0;
+
+	for (i = 0; i < 3000000; i++) {
+		small_key(key, sizeof(key), i);
+		size_t n = t_make_value(val, sizeof(val), key, i, 24);
+		assert_int_equal(ns_set(s, key, strlen(key), val, n, 0), 0);
+		if (ns_load_relaxed(&c->hdr->next_page) >= c->npages && ++after > 20000)
+			break;
+	}
+	assert_true(after > 20000);
+	return i + 1;
+}
+
+static int big_class(ns_cache *c)
+{
+	return ns__class_for(c, sizeof(struct ns_item_shm) + 8 + BIG);
+}
+
+static int set_big(ns_space *s, uint32_t i)
+{
+	char key[16], val[BIG + 64];
+
+	big_key(key, sizeof(key), i);
+	size_t n = t_make_value(val, sizeof(val), key, i, BIG - 40);
+	return ns_set(s, key, strlen(key), val, n, 0);
+}
+
+/* A full page of the small class moved by hand: NS_ENOMEM before, a page
+ * of big chunks after, every chunk accounted for, the other small items
+ * intact. */
+static void test_move_one_page(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int err = 0;
+	struct ns_thr *t = ns__thr(c, &err);
+	uint32_t n = fill_small(f->s, c);
+	char last[16];
+	small_key(last, sizeof(last), n - 1);
+	int small = ns__class_of(c, t_find_item(f->s, last, strlen(last)));
+	int big = big_class(c);
+
+	assert_true(small >= 0 && big > small);
+	assert_int_equal(c->classes[big].npages, 0);
+	assert_int_equal(set_big(f->s, 0), NS_ENOMEM);
+	assert_true(c->classes[big].enomem > 0);
+
+	/* A page of the small class that is whole and not being carved. */
+	int page = -1;
+	for (uint32_t p = 0; p < c->npages && page < 0; p++)
+		if (ns__page_move_start(c, t, p, big) == 0)
+			page = (int)p;
+	assert_true(page >= 0);
+	uint32_t small_pages = c->classes[small].npages;
+
+	int r = 0;
+	for (int step = 0; step < 50 && r == 0; step++)
+		r = ns__page_move_step(c, t, (uint32_t)page);
+	assert_int_equal(r, 1);
+	assert_int_equal(c->pages[page].cls, (uint32_t)big + 1);
+	assert_int_equal(c->pages[page].drain, NS_PG_NORMAL);
+	assert_int_equal(c->classes[big].npages, 1);
+	assert_int_equal(c->classes[small].npages, small_pages - 1);
+	t_assert_consistent(c);
+
+	/* The page serves big values now: as many as it has chunks. */
+	for (uint32_t i = 0; i < c->classes[big].per_page; i++)
+		assert_int_equal(set_big(f->s, i), 0);
+	for (uint32_t i = 0; i < c->classes[big].per_page; i++) {
+		char key[16], buf[BIG + 64];
+		size_t vl;
+		big_key(key, sizeof(key), i);
+		assert_int_equal(ns_get(f->s, key, strlen(key), buf, sizeof(buf), &vl), 0);
+		assert_int_equal(t_check_value(buf, vl, key), 0);
+	}
+	/* Small items outside the moved page are all still there and whole. */
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		char key[16], buf[64];
+		size_t vl;
+		small_key(key, sizeof(key), i);
+		if (ns_get(f->s, key, strlen(key), buf, sizeof(buf), &vl) == 0) {
+			assert_int_equal(t_check_value(buf, vl, key), 0);
+			kept++;
+		}
+	}
+	print_message("# small keys kept after the move: %u of %u\n", kept, n);
+	assert_true(kept > 0);
+	t_assert_consistent(c);
+}
+
+/* A move given up halfway returns every parked chunk to its class. */
+static void test_abort_gives_chunks_back(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int err = 0;
+	struct ns_thr *t = ns__thr(c, &err);
+	int big;
+
+	fill_small(f->s, c);
+	big = big_class(c);
+	int page = -1;
+	for (uint32_t p = 0; p < c->npages && page < 0; p++)
+		if (ns__page_move_start(c, t, p, big) == 0)
+			page = (int)p;
+	assert_true(page >= 0);
+	/* A non-page and a second start are refused. */
+	assert_int_equal(ns__page_move_start(c, t, c->npages, big), NS_EINVAL);
+	assert_int_equal(ns__page_move_start(c, t, (uint32_t)page, big), NS_EINVAL);
+	t_assert_consistent(c); /* parked chunks count as free */
+	ns__page_move_abort(c, (uint32_t)page);
+	assert_int_equal(c->pages[page].drain, NS_PG_NORMAL);
+	assert_int_equal(c->pages[page].park_head, 0);
+	assert_int_equal(ns__page_move_step(c, t, (uint32_t)page), NS_EINVAL);
+	t_assert_consistent(c);
+	/* The small class can use its chunks again. */
+	char key[16], val[64];
+	for (uint32_t i = 0; i < 20000; i++) {
+		small_key(key, sizeof(key), 900000 + i);
+		size_t n = t_make_value(val, sizeof(val), key, i, 24);
+		assert_int_equal(ns_set(f->s, key, strlen(key), val, n, 0), 0);
+	}
+	t_assert_consistent(c);
+}
+
+/* Readers and writers in another process while pages move: no torn or
+ * foreign value, no error. */
+static void test_move_under_load(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int err = 0;
+	struct ns_thr *t = ns__thr(c, &err);
+	uint32_t n = fill_small(f->s, c);
+	int big = big_class(c), moved = 0;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		ns_space *s;
+		char key[16], val[64], buf[64];
+		uint64_t end = t_now_ns() + 1500000000ull;
+		if (ns_space_open(c, "test:rebal", &s) != 0)
+			_exit(2);
+		srand(7);
+		while (t_now_ns() < end) {
+			uint32_t i = (uint32_t)rand() % n;
+			size_t vl;
+			small_key(key, sizeof(key), i);
+			if (rand() % 4 == 0) {
+				size_t m = t_make_value(val, sizeof(val), key, i, 24);
+				if (ns_set(s, key, strlen(key), val, m, 0) != 0)
+					_exit(3);
+			} else {
+				int e = ns_get(s, key, strlen(key), buf, sizeof(buf), &vl);
+				if (e == 0 && t_check_value(buf, vl, key) != 0)
+					_exit(4);
+				if (e != 0 && e != NS_ENOTFOUND)
+					_exit(5);
+			}
+		}
+		_exit(0);
+	}
+	for (uint32_t p = 0; p < c->npages && moved < 2; p++) {
+		if (ns__page_move_start(c, t, p, big) != 0)
+			continue;
+		int r = 0;
+		for (int step = 0; step < 200 && r == 0; step++) {
+			r = ns__page_move_step(c, t, p);
+			usleep(2000);
+		}
+		if (r == 1)
+			moved++;
+		else
+			ns__page_move_abort(c, p);
+	}
+	int st = t_wait(pid, 10000);
+	assert_true(st != -1 && WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(moved, 2);
+	assert_int_equal(c->classes[big].npages, 2);
+	ns__recover_dead(c);
+	t_assert_consistent(c);
+}
+
+/* The mover killed after marking the page MOVING, or halfway through
+ * handing out its new chunks: the next nsd's resume finishes the move or
+ * leaves the rest to the audit, and every chunk is accounted for. */
+static void kill_mover_at(void **state, const char *point)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int big;
+
+	fill_small(f->s, c);
+	big = big_class(c);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int e = 0;
+		struct ns_thr *ct = ns__thr(c, &e);
+		if (ct == NULL)
+			_exit(2);
+		ns__fault_set(point, 'k');
+		for (uint32_t p = 0; p < c->npages; p++) {
+			if (ns__page_move_start(c, ct, p, big) != 0)
+				continue;
+			for (int step = 0; step < 100; step++)
+				if (ns__page_move_step(c, ct, p) != 0)
+					break;
+			_exit(3); /* the fault point was not reached */
+		}
+		_exit(4);
+	}
+	int st = t_wait(pid, 10000);
+	assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+
+	ns__recover_dead(c);
+	ns__pages_resume(c);
+	for (uint32_t p = 0; p < c->npages; p++)
+		assert_int_equal(c->pages[p].drain, NS_PG_NORMAL);
+	if (c->hdr->audit_wanted) {
+		int64_t got = ns__audit(c);
+		print_message("# %s: audit took back %lld chunk(s)\n", point, (long long)got);
+		assert_true(got >= 0);
+	}
+	t_assert_consistent(c);
+	/* Memory is usable: big values fit now that a page moved. */
+	assert_int_equal(c->classes[big].npages, 1);
+	assert_int_equal(set_big(f->s, 1), 0);
+	t_assert_consistent(c);
+}
+
+static void test_kill_mover_moving(void **state) { kill_mover_at(state, "move:moving"); }
+static void test_kill_mover_pushing(void **state) { kill_mover_at(state, "move:pushing"); }
+
+/* nsd's policy: a workload that turns from small to 4 KiB values on a full
+ * cache gets 4 KiB stores served again, and their hit ratio recovers. */
+static void test_nsd_shifts_pages(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	const char *nsd = getenv("NSD");
+	uint32_t hot = 400; /* big keys in the working set: ~1.6 MB, fits */
+
+	if (nsd == NULL) {
+		print_message("# NSD not set: run through meson test\n");
+		fail();
+	}
+	fill_small(f->s, c);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+		dup2(fd, 2);
+		execl(nsd, "nsd", "--foreground", "--segment", f->name,
+		      "--tick-ms", "20", "--rebalance-ms", "50", (char *)NULL);
+		_exit(127);
+	}
+	/* Rounds of: store a missing big key, read them all. */
+	double ratio = 0;
+	uint64_t enomem_last = 0;
+	for (int round = 0; round < 400; round++) {
+		uint32_t hits = 0, fails = 0;
+		for (uint32_t i = 0; i < hot; i++) {
+			char key[16], buf[BIG + 64];
+			size_t vl;
+			big_key(key, sizeof(key), i);
+			int e = ns_get(f->s, key, strlen(key), buf, sizeof(buf), &vl);
+			if (e == 0) {
+				assert_int_equal(t_check_value(buf, vl, key), 0);
+				hits++;
+			} else if (set_big(f->s, i) != 0) {
+				fails++;
+			}
+		}
+		ratio = (double)hits / hot;
+		enomem_last = fails;
+		if (round > 10 && ratio > 0.9 && fails == 0)
+			break;
+		usleep(20000);
+	}
+	kill(pid, SIGTERM);
+	int st = t_wait(pid, 5000);
+	assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	print_message("# big class: %u pages, hit ratio %.2f, failed stores in the last round %llu\n",
+		      c->classes[big_class(c)].npages, ratio, (unsigned long long)enomem_last);
+	assert_true(ratio > 0.9);
+	assert_int_equal(enomem_last, 0);
+	ns__recover_dead(c);
+	t_assert_consistent(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_move_one_page, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_gives_chunks_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_move_under_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill_mover_moving, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill_mover_pushing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nsd_shifts_pages, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
