@@ -70,6 +70,9 @@ static struct cfg cfg = {
 	.rebalance_ms = 1000,
 	.level = L_INFO,
 };
+/* Defaults plus the command line: what a reload starts from, so that a
+ * setting removed from the file goes back to its default. */
+static struct cfg cli_cfg;
 
 static volatile sig_atomic_t stop_sig, reload_sig;
 
@@ -356,6 +359,17 @@ static int parse_args(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (cfg.config[0]) {
+		/* Absolute, so that SIGHUP finds it after daemon() chdir'd. */
+		char abs[PATH_MAX];
+		if (realpath(cfg.config, abs) == NULL) {
+			fprintf(stderr, "nsd: cannot open config %s: %s\n",
+				cfg.config, strerror(errno));
+			return 2;
+		}
+		snprintf(cfg.config, sizeof(cfg.config), "%s", abs);
+	}
+	cli_cfg = cfg;
 	if (cfg.config[0] && load_config(&cfg, cfg.config) != 0)
 		return 2;
 	if (cfg.segment[0] == '\0') {
@@ -373,7 +387,7 @@ static int parse_args(int argc, char **argv)
 /* SIGHUP: settings that can change while running. */
 static void reload(void)
 {
-	struct cfg next = cfg;
+	struct cfg next = cli_cfg;
 
 	if (cfg.config[0] == '\0') {
 		logmsg(L_INFO, "SIGHUP: no config file to reload");

@@ -10,8 +10,11 @@
  * a hash table of volatile keys: a hand walks the primary buckets in order,
  * a step looks at a fixed number of chains, and every item that no longer
  * reads as present (expired, or left behind by ns_space_clear) is unlinked
- * with the ordinary delete protocol and retired.  A step whose sample was
- * more than NS_EXPIRE_AGAIN_PCT% dead is followed by another at once; the
+ * with the ordinary delete protocol and retired.  The sample counts only
+ * items that can die (those with a TTL, and cleared ones), as Redis samples
+ * only keys with a TTL, so that many items without one do not hide a mass
+ * expiry.  A step whose sample was more than NS_EXPIRE_AGAIN_PCT% dead is
+ * followed by another at once; the
  * cycle ends when a step finds little, or when its time budget is spent.
  * An idle cache thus costs one step per tick, and a mass expiry is worked
  * through as fast as the budget allows.
@@ -91,8 +94,12 @@ int ns__expire_step(ns_cache *c, struct ns_thr *t, uint64_t nbuckets,
 				struct ns_item_shm *it = ns__item(c, off);
 				if (w == 0 || it == NULL)
 					continue;
-				st->sampled++;
-				if (!ns__visible(c, it, now) && ndead < NS_EXPIRE_BATCH)
+				bool vis = ns__visible(c, it, now);
+				/* Like Redis, the sample is of items that can
+				 * die: those with a TTL (and the cleared). */
+				if (!vis || ns_load_relaxed(&it->expire_ms) != 0)
+					st->sampled++;
+				if (!vis && ndead < NS_EXPIRE_BATCH)
 					dead[ndead++] = off;
 			}
 			bk = ns__chain_next(c, bk, &err);

@@ -277,7 +277,7 @@ int ns__get_hashed(ns_space *s, const void *key, size_t klen, uint64_t h,
 /* ---- janitor.c ---------------------------------------------------------- */
 struct ns_expire_stats {
 	uint64_t buckets;  /* chains looked at */
-	uint64_t sampled;  /* items seen */
+	uint64_t sampled;  /* items seen that can die (a TTL, or cleared) */
 	uint64_t expired;  /* items unlinked because they no longer read as present */
 	uint64_t us;       /* time spent in cycles */
 };
