@@ -11,7 +11,9 @@
  *     releasing their locks, taking back their chunk caches and retire
  *     lists), and logs what it found,
  *   - runs the adaptive active-expiry cycle within its CPU budget,
- *   - reclaims what it retired (advancing the epoch),
+ *   - advances the epoch and pays the membarrier, publishing the reader
+ *     floor so that clients free their retired chunks without a fence or
+ *     a scan of their own,
  *   - moves a slab page to a class that is failing or evicting from one
  *     that is not, when the value-size mix shifts (janitor.c),
  *   - and, when recovery asked for it and no other client is attached,
@@ -527,8 +529,10 @@ static int run(void)
 		err = ns__expire_cycle(c, t, budget, &st);
 		if (err && err != NS_EBUSY)
 			logmsg(L_WARN, "expiry cycle: %s", ns_strerror(err));
+		/* The one membarrier of the tick, for every client. */
+		ns__janitor_floor(c);
 		if (t->slot->retire_count)
-			ns__reclaim(c, t);
+			ns__reclaim_cheap(c, t);
 		if (cfg.rebalance_ms) {
 			rb.interval_ms = cfg.rebalance_ms;
 			err = ns__rebalance(c, t, &rb);
@@ -564,6 +568,8 @@ static int run(void)
 		ns__page_move_abort(c, (uint32_t)rb.page);
 	if (t->slot->retire_count)
 		ns__reclaim(c, t);
+	/* Clients go back to paying for their own grace periods. */
+	ns_store_relaxed(&c->hdr->safe_epoch, 0ull);
 	ns_store_relaxed(&c->hdr->janitor_pid, 0);
 	ns_detach(c); /* closes the descriptor: the janitor lock goes with it */
 	return 0;

@@ -91,19 +91,12 @@ static uint64_t reader_floor(ns_cache *c, uint64_t now, uint32_t *blocker)
 	return min;
 }
 
-static size_t reclaim(ns_cache *c, struct ns_slot_shm *s, bool cache,
-		      uint32_t *blockerp)
+/* Free what S retired before epoch MIN. */
+static size_t free_before(ns_cache *c, struct ns_slot_shm *s, bool cache,
+			  uint64_t min)
 {
-	uint64_t now, min;
-	uint32_t blocker = UINT32_MAX;
 	size_t freed = 0;
 
-	if (s->retire_count == 0)
-		return 0;
-	now = ns_add_return(&c->hdr->epoch, 1);
-	min = reader_floor(c, now, &blocker);
-	if (min == 0)
-		return 0;
 	while (s->retire_head) {
 		ns_off_t off = s->retire_head;
 		struct ns_item_shm *it = ns__item(c, off);
@@ -140,8 +133,56 @@ static size_t reclaim(ns_cache *c, struct ns_slot_shm *s, bool cache,
 				   s->retire_bytes : c->classes[cls].size;
 		freed++;
 	}
-	*blockerp = blocker;
 	return freed;
+}
+
+static size_t reclaim(ns_cache *c, struct ns_slot_shm *s, bool cache,
+		      uint32_t *blockerp)
+{
+	uint64_t now, min;
+	uint32_t blocker = UINT32_MAX;
+
+	if (s->retire_count == 0)
+		return 0;
+	now = ns_add_return(&c->hdr->epoch, 1);
+	min = reader_floor(c, now, &blocker);
+	if (min == 0)
+		return 0;
+	*blockerp = blocker;
+	return free_before(c, s, cache, min);
+}
+
+size_t ns__janitor_floor(ns_cache *c)
+{
+	uint32_t blocker = UINT32_MAX;
+	uint64_t now = ns_add_return(&c->hdr->epoch, 1);
+	uint64_t min = reader_floor(c, now, &blocker);
+
+	if (min != 0)
+		ns_store_release(&c->hdr->safe_epoch, min);
+	return min;
+}
+
+/*
+ * nsd advances the epoch and pays the membarrier once a tick, and publishes
+ * the reader floor it found as hdr.safe_epoch.  The floor stays valid: an
+ * item retired before it was unlinked before nsd's membarrier, and every
+ * reader then in a section had a later epoch, while readers that came
+ * after cannot find it.  So a client frees what it retired before that
+ * floor with no membarrier and no scan of its own.
+ */
+size_t ns__reclaim_cheap(ns_cache *c, struct ns_thr *t)
+{
+	struct ns_slot_shm *s = t->slot;
+	uint64_t floor = ns_load_acquire(&c->hdr->safe_epoch);
+	struct ns_item_shm *head;
+
+	if (floor == 0 || s->retire_head == 0)
+		return 0;
+	head = ns__item(c, s->retire_head);
+	if (head == NULL || (int32_t)((uint32_t)floor - head->retire_epoch) <= 0)
+		return 0; /* nothing old enough yet */
+	return free_before(c, s, true, floor);
 }
 
 size_t ns__reclaim_slot(ns_cache *c, struct ns_slot_shm *s, bool cache)

@@ -185,6 +185,12 @@ void ns__retire_slot(ns_cache *c, struct ns_slot_shm *s, ns_off_t off);
 /* Advance the epoch and free what this slot retired that no reader can see.
  * Returns the number of chunks freed. */
 size_t ns__reclaim(ns_cache *c, struct ns_thr *t);
+/* nsd, once a tick: advance the epoch, pay the membarrier, and publish the
+ * reader floor as hdr.safe_epoch.  Returns the floor (0: unknown). */
+size_t ns__janitor_floor(ns_cache *c);
+/* Free what the caller retired before hdr.safe_epoch: no membarrier, no
+ * scan.  Returns the number freed. */
+size_t ns__reclaim_cheap(ns_cache *c, struct ns_thr *t);
 /* The same for any slot S whose owner we are (ourselves, or a dead slot we
  * hold the lock of).  CACHE: may free into S's chunk cache. */
 size_t ns__reclaim_slot(ns_cache *c, struct ns_slot_shm *s, bool cache);

@@ -119,6 +119,8 @@ struct ns_hdr_shm {
 	uint32_t janitor_pad;
 	uint64_t expire_hand;  /* next bucket the expiry cycle samples */
 	uint64_t expired;      /* items the janitor expired, in total */
+	uint64_t safe_epoch;   /* release: items retired before it are safe
+				* to free (nsd paid the membarrier); 0 none */
 } __attribute__((aligned(NS_CACHELINE)));
 
 /*

@@ -351,12 +351,27 @@ static void intent_clear(struct ns_slot_shm *sl)
 
 #define NS_RETIRE_BATCH 256 /* retired items per reclaim pass: one membarrier each */
 #define NS_RETIRE_BYTES (1u << 20)  /* or this many bytes, for big items */
+/* With nsd paying the membarrier, a client waits for its floor (a tick)
+ * and reclaims for free, unless its list grows past these. */
+#define NS_RETIRE_JANITOR_COUNT 65536
+#define NS_RETIRE_JANITOR_BYTES (16u << 20)
+#define NS_JANITOR_STALE_MS 1000 /* a heartbeat older than this: nsd is gone */
 
 static void maybe_reclaim(ns_cache *c, struct ns_thr *t)
 {
 	struct ns_slot_shm *sl = t->slot;
-	if (sl->retire_count >= NS_RETIRE_BATCH || sl->retire_bytes >= NS_RETIRE_BYTES)
-		ns__reclaim(c, t);
+
+	if (sl->retire_count < NS_RETIRE_BATCH && sl->retire_bytes < NS_RETIRE_BYTES)
+		return;
+	/* Only while nsd is ticking: a killed one leaves a stale floor. */
+	if (ns_load_relaxed(&c->hdr->safe_epoch) != 0 &&
+	    ns__coarse_ms() < ns_load_relaxed(&c->hdr->janitor_beat_ms) + NS_JANITOR_STALE_MS) {
+		ns__reclaim_cheap(c, t);
+		if (sl->retire_count < NS_RETIRE_JANITOR_COUNT &&
+		    sl->retire_bytes < NS_RETIRE_JANITOR_BYTES)
+			return;
+	}
+	ns__reclaim(c, t);
 }
 
 void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,

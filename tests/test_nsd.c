@@ -410,6 +410,60 @@ static void idle_costs_almost_nothing(void **state)
 	assert_int_equal(index_items(c), 10000);
 }
 
+/* ---- 2b: nsd pays the membarrier -------------------------------------- */
+
+/* Overwrite N keys and return how far the global epoch moved meanwhile:
+ * a client that reclaims by itself advances it once per batch of 256
+ * retired items; with nsd ticking it frees for free below nsd's floor. */
+static uint64_t overwrite_epochs(ns_cache *c, ns_space *s, int n)
+{
+	uint64_t e0 = ns_load_relaxed(&c->hdr->epoch);
+	char key[32];
+
+	for (int i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "ow%d", i % 1000);
+		assert_int_equal(ns_set(s, key, strlen(key), "value", 5, NS_TTL_NEVER), 0);
+	}
+	return ns_load_relaxed(&c->hdr->epoch) - e0;
+}
+
+static void clients_reclaim_below_nsd_floor(void **state)
+{
+	(void)state;
+	const char *name = seg("floor");
+	ns_cache *c = track(t_create(name, 32u << 20, 20000));
+	int err = 0;
+	ns_space *s;
+
+	assert_int_equal(ns_space_open(c, "nsd:floor", &s), 0);
+	/* Alone: about one epoch (and one membarrier) per 256 retires. */
+	uint64_t alone = overwrite_epochs(c, s, 40000);
+	struct kid *k = nsd_start(name, NULL);
+	wait_ready(c, k);
+	while (ns_load_relaxed(&c->hdr->safe_epoch) == 0)
+		usleep(1000);
+	uint64_t with_nsd = overwrite_epochs(c, s, 40000);
+	/* A tick later the floor has passed everything retired so far. */
+	usleep(3 * 50 * 1000);
+	overwrite_epochs(c, s, 256);
+	struct ns_thr *t = ns__thr(c, &err);
+	print_message("# epochs advanced over 40,000 overwrites: %llu alone, %llu with nsd; "
+		      "retired left: %llu\n", (unsigned long long)alone,
+		      (unsigned long long)with_nsd, (unsigned long long)t->slot->retire_count);
+	/* The first 1,000 stores are new keys and retire nothing. */
+	assert_true(alone >= 39000 / 256 - 1);
+	/* With nsd the client's reclaims cost nothing: only nsd's ticks
+	 * move the epoch (generously bounded for a slow machine). */
+	assert_true(with_nsd * 4 < alone);
+	assert_true(t->slot->retire_count <= 512);
+	assert_int_equal(stop(k, SIGTERM, 5000) & 0xff00, 0);
+	/* Without nsd the floor is withdrawn and clients pay again. */
+	assert_int_equal(ns_load_relaxed(&c->hdr->safe_epoch), 0);
+	assert_true(overwrite_epochs(c, s, 40000) >= 40000 / 256 - 1);
+	(void)err;
+	t_assert_consistent(c);
+}
+
 /* ---- 3: one nsd per segment, heartbeat ------------------------------------ */
 
 static void one_nsd_per_segment(void **state)
@@ -900,6 +954,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(active_expiry_reclaims_memory, teardown),
 		cmocka_unit_test_teardown(idle_costs_almost_nothing, teardown),
+		cmocka_unit_test_teardown(clients_reclaim_below_nsd_floor, teardown),
 		cmocka_unit_test_teardown(one_nsd_per_segment, teardown),
 		cmocka_unit_test_teardown(nsd_killed_mid_cycle, teardown),
 		cmocka_unit_test_teardown(dead_clients_recovered_by_nsd, teardown),
