@@ -75,6 +75,7 @@ struct config {
 	size_t size;            /* bytes of the NameStore segment */
 	bool prefer_writer;     /* rwlock kind: see rw_setup() */
 	uint64_t seed;          /* base of the per-process random streams */
+	const char *nsd;        /* run this nsd on the segment; NULL: none */
 };
 
 /*
@@ -364,6 +365,7 @@ struct bench {
 	char seg_name[NS_NAME_MAX + 1];
 	ns_cache *cache;
 	ns_space *space;
+	pid_t nsd_pid;                  /* the janitor we started, or 0 */
 
 	/* rwlock backend. */
 	struct rw_shm *rw;
@@ -506,6 +508,24 @@ static int ns_be_setup(struct bench *b)
 		       " (those keys start as misses)\n",
 		       failed, ns_strerror(first_err));
 	rc = stop_requested ? NS_EINVAL : 0;
+	if (rc == 0 && b->cfg.nsd) {
+		/* The janitor, as in production: it pays the grace periods'
+		 * membarrier, so the clients' sets do not. */
+		b->nsd_pid = fork();
+		if (b->nsd_pid == 0) {
+			execl(b->cfg.nsd, "nsd", "--foreground", "--log-level", "error",
+			      "--segment", b->seg_name, (char *)NULL);
+			_exit(127);
+		}
+		if (b->nsd_pid < 0) {
+			b->nsd_pid = 0;
+			fprintf(stderr, "nsbench: cannot start nsd: %s\n", strerror(errno));
+			rc = NS_EINVAL;
+		} else {
+			usleep(300000); /* its first ticks */
+			printf("# backend=ns nsd=%s pid=%d\n", b->cfg.nsd, (int)b->nsd_pid);
+		}
+	}
 out:
 	free(val);
 	return rc;
@@ -536,6 +556,11 @@ static void ns_be_child_exit(struct bench *b)
 
 static void ns_be_teardown(struct bench *b)
 {
+	if (b->nsd_pid > 0) {
+		kill(b->nsd_pid, SIGTERM);
+		waitpid(b->nsd_pid, NULL, 0);
+		b->nsd_pid = 0;
+	}
 	if (b->cache) {
 		ns_detach(b->cache);
 		ns_unlink(b->seg_name);
@@ -772,6 +797,24 @@ static int rw_be_setup(struct bench *b)
 		}
 	}
 	rc = stop_requested ? NS_EINVAL : 0;
+	if (rc == 0 && b->cfg.nsd) {
+		/* The janitor, as in production: it pays the grace periods'
+		 * membarrier, so the clients' sets do not. */
+		b->nsd_pid = fork();
+		if (b->nsd_pid == 0) {
+			execl(b->cfg.nsd, "nsd", "--foreground", "--log-level", "error",
+			      "--segment", b->seg_name, (char *)NULL);
+			_exit(127);
+		}
+		if (b->nsd_pid < 0) {
+			b->nsd_pid = 0;
+			fprintf(stderr, "nsbench: cannot start nsd: %s\n", strerror(errno));
+			rc = NS_EINVAL;
+		} else {
+			usleep(300000); /* its first ticks */
+			printf("# backend=ns nsd=%s pid=%d\n", b->cfg.nsd, (int)b->nsd_pid);
+		}
+	}
 out:
 	free(val);
 	return rc;
@@ -1112,6 +1155,7 @@ static void usage(FILE *f)
 "                           allowed (default 256m)\n"
 "      --rwlock-prefer-writer  writer-preferring rwlock for the baseline\n"
 "      --seed N             base seed of the random streams (default 1)\n"
+"      --nsd PATH           run the janitor PATH on the NameStore segment\n"
 "  -h, --help               this text\n",
 		DEFAULT_SECONDS, DEFAULT_KEYS, DEFAULT_VALUE_SIZE,
 		DEFAULT_READ_PCT, DEFAULT_ZIPF_S);
@@ -1167,7 +1211,7 @@ static bool parse_double(const char *s, double *out)
 	return *s && !*end && !errno;
 }
 
-enum { OPT_PREFER_WRITER = 256, OPT_SEED };
+enum { OPT_PREFER_WRITER = 256, OPT_SEED, OPT_NSD };
 
 static int parse_args(int argc, char **argv, struct config *cfg)
 {
@@ -1183,6 +1227,7 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 		{ "size", required_argument, NULL, 'S' },
 		{ "rwlock-prefer-writer", no_argument, NULL, OPT_PREFER_WRITER },
 		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "nsd", required_argument, NULL, OPT_NSD },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1264,6 +1309,9 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 		case OPT_SEED:
 			if (!parse_u64(optarg, &cfg->seed))
 				goto bad;
+			break;
+		case OPT_NSD:
+			cfg->nsd = optarg;
 			break;
 		case 'h':
 			usage(stdout);
