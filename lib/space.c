@@ -17,7 +17,9 @@
  * nothing is lost when a process dies.  items and bytes are shared atomics
  * instead, changed by writers (which write shared lines anyway), because a
  * quota check needs them at once; a process killed between its store and
- * the add leaves them off by one item until nsd's audit recounts.
+ * the add leaves them off by one item until the next audit (ns__audit, run
+ * by nsd when recovery asked for one and no other client is attached)
+ * recounts them from the index.
  *
  * Clearing bumps the namespace's generation.  Items carry the generation
  * they were stored under; a read that finds an older one treats it as
