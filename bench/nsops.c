@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "namestore.h"
+#include "hist.h"
 
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                            */
@@ -100,7 +101,7 @@ struct config {
 #define READY_TIMEOUT_NS (30ull * 1000000000ull)
 
 /* ------------------------------------------------------------------------ */
-/* Time, random numbers, histogram (the same designs as nsbench.c)          */
+/* Time and random numbers; the histogram is bench/hist.h                   */
 /* ------------------------------------------------------------------------ */
 
 static inline uint64_t now_ns(void)
@@ -145,78 +146,6 @@ static inline uint32_t rng_below(uint64_t *state, uint32_t n)
 	return (uint32_t)(((rng_next(state) >> 32) * (uint64_t)n) >> 32);
 }
 
-#define HIST_SUB_BITS 5
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_EXACT (2u * HIST_SUB)
-#define HIST_BUCKETS (HIST_EXACT + (64u - HIST_SUB_BITS - 1u) * HIST_SUB)
-
-struct hist {
-	uint64_t n, sum, max;
-	uint64_t count[HIST_BUCKETS];
-};
-
-static inline unsigned hist_index(uint64_t v)
-{
-	unsigned e;
-
-	if (v < HIST_EXACT)
-		return (unsigned)v;
-	e = 63u - (unsigned)__builtin_clzll(v);
-	return HIST_EXACT + (e - HIST_SUB_BITS - 1u) * HIST_SUB +
-	       (unsigned)((v >> (e - HIST_SUB_BITS)) - HIST_SUB);
-}
-
-static uint64_t hist_value(unsigned i)
-{
-	unsigned j, e;
-	uint64_t width;
-
-	if (i < HIST_EXACT)
-		return i;
-	j = i - HIST_EXACT;
-	e = j / HIST_SUB + HIST_SUB_BITS + 1u;
-	width = (uint64_t)1 << (e - HIST_SUB_BITS);
-	return (uint64_t)(HIST_SUB + j % HIST_SUB) * width + width / 2;
-}
-
-static inline void hist_record(struct hist *h, uint64_t v)
-{
-	h->n++;
-	h->sum += v;
-	if (v > h->max)
-		h->max = v;
-	h->count[hist_index(v)]++;
-}
-
-static void hist_merge(struct hist *into, const struct hist *from)
-{
-	into->n += from->n;
-	into->sum += from->sum;
-	if (from->max > into->max)
-		into->max = from->max;
-	for (unsigned i = 0; i < HIST_BUCKETS; i++)
-		into->count[i] += from->count[i];
-}
-
-static uint64_t hist_quantile(const struct hist *h, double q)
-{
-	uint64_t rank, seen = 0;
-
-	if (h->n == 0)
-		return 0;
-	rank = (uint64_t)ceil(q * (double)h->n);
-	if (rank < 1)
-		rank = 1;
-	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-		seen += h->count[i];
-		if (seen >= rank) {
-			uint64_t v = hist_value(i);
-
-			return v > h->max ? h->max : v;
-		}
-	}
-	return h->max;
-}
 
 /*
  * " p50_ns=.. p99_ns=.. p999_ns=.. p9999_ns=.. max_ns=.." with PREFIX before
