@@ -351,4 +351,43 @@ int ns__verify(ns_cache *c, struct ns_verify_report *rep);
  * the caller is the only live client.  Returns the number recovered or <0. */
 int64_t ns__audit(ns_cache *c);
 
+/* ---- inspect.c: read-only census for nsctl ------------------------------ */
+struct ns_census_class {
+	uint32_t size, per_page;  /* chunk bytes, chunks in one page */
+	uint32_t pages;           /* pages whose descriptor names the class */
+	uint32_t draining;        /* of those, pages nsd is moving away */
+	uint64_t carved;          /* chunks handed out from those pages */
+	uint64_t free;            /* on the class free list */
+	uint64_t parked;          /* on the park lists of its draining pages */
+	uint64_t cached;          /* in client slots' chunk caches */
+	uint64_t retired;         /* on client slots' retire lists */
+	uint64_t items;           /* reachable from the index (of the space asked) */
+	uint64_t item_bytes;      /* their header + key + value bytes */
+	uint64_t dead;            /* of those, expired or cleared */
+	uint64_t evictions, enomem; /* the class's counters */
+	bool list_broken;         /* a free or park list walk stopped early */
+};
+struct ns_census {
+	uint32_t nclasses;
+	struct ns_census_class cls[NS_MAX_CLASSES];
+	uint32_t pages_handed;    /* hdr.next_page, bounded */
+	uint32_t slots_used;      /* client slots not FREE */
+	uint64_t items_all;       /* sane items in the index, every namespace */
+	uint64_t over_claimed;    /* overflow buckets with an owner */
+	uint64_t over_linked;     /* overflow buckets reached through chains */
+	uint64_t longest_chain;   /* buckets in the longest chain */
+	uint64_t locked;          /* primary bucket locks held */
+	uint64_t bad_refs;        /* index words or pages naming no chunk/class */
+	uint64_t bad_items;       /* items with impossible lengths or namespace */
+	uint64_t bad_chains;      /* chains with a bad link, a loop, or too long */
+	uint64_t bad_lists;       /* free, park or retire lists that break off */
+	char first_problem[160];
+};
+/* Count, without writing anything or taking any lock, what every page,
+ * list, slot and index chain holds; item figures only for namespace id
+ * SPACE (0: all).  Every offset is checked and every walk bounded, so any
+ * segment gives an answer; while writers run it is an estimate.  Returns 0
+ * or a system error (out of memory). */
+int ns__census(ns_cache *c, uint32_t space, struct ns_census *cs);
+
 #endif /* NS_INTERNAL_H */
