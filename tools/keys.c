@@ -41,22 +41,23 @@ static int open_both(const char *name, const char *prefix, bool rw, ns_cache **c
 /* The exit code of a key operation's error: a miss is a plain failure. */
 static int key_fail(int err, const char *key)
 {
-	char b[4 * NS_KEY_MAX + 8];
+	char *b = escape_dup(key, strlen(key));
+	int r;
 
-	fmt_escaped(b, sizeof(b), key, strlen(key));
 	if (err == NS_ENOTFOUND) {
 		errmsg("%s: key not found", b);
-		return EX_FAIL;
-	}
-	if (err == NS_EBUSY) {
+		r = EX_FAIL;
+	} else if (err == NS_EBUSY) {
 		errmsg("%s: the key kept changing under a read-only read; try again", b);
-		return EX_FAIL;
-	}
-	if (err == NS_E2BIG || err == NS_EINVAL) {
+		r = EX_FAIL;
+	} else if (err == NS_E2BIG || err == NS_EINVAL) {
 		errmsg("%s: %s", b, ns_strerror(err));
-		return err == NS_EINVAL ? EX_USAGE : EX_FAIL;
+		r = err == NS_EINVAL ? EX_USAGE : EX_FAIL;
+	} else {
+		r = fail_ns(err, b);
 	}
-	return fail_ns(err, b);
+	free(b);
+	return r;
 }
 
 int cmd_keys(struct args *a)

@@ -67,8 +67,9 @@ static const struct cmd cmds[] = {
 	  "by name, with their size and status; PATTERN, a shell glob, keeps the\n"
 	  "matching names.  STATUS is \"ok\" (attachable) or why not: initializing,\n"
 	  "incompatible format version N, incompatible layout, retired, corrupt\n"
-	  "(with the reason), permission denied.  CLIENTS counts the live client\n"
-	  "slots of attachable segments.\n"
+	  "(with the reason).  CLIENTS counts the live client slots of attachable\n"
+	  "segments.  Files this user may not read cannot be checked and are not\n"
+	  "shown.\n"
 	  JSON_NOTE
 	  "  {\"segments\": [{\"name\", \"size\", \"valid\", \"status\",\n"
 	  "                 \"clients\" (null when not valid)}]}\n",
@@ -337,14 +338,6 @@ static void on_sigbus(int sig)
 }
 
 /* ---- attaching ----------------------------------------------------------- */
-
-bool byte_locked(ns_cache *c, off_t byte)
-{
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-			    .l_start = byte, .l_len = 1 };
-
-	return fcntl(c->fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-}
 
 /* Wait, at most ATTACH_WAIT_MS, while a creator holds the init lock of
  * PATH: ns_attach() would wait for it without a bound. */

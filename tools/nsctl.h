@@ -74,8 +74,6 @@ int open_segment(const char *name, bool rw, ns_cache **out);
  * creating it.  Prints and returns an exit code on failure. */
 int open_space(ns_cache *c, const char *prefix, bool create, ns_space **out);
 int parse_u64(const char *s, uint64_t *out);
-/* Whether a live process holds the OFD lock on BYTE of C's file. */
-bool byte_locked(ns_cache *c, off_t byte);
 
 /* ---- out.c -------------------------------------------------------------- */
 /* "512 B", "1.5 KiB", "8.0 MiB", "1.0 GiB" */
@@ -88,6 +86,7 @@ const char *fmt_time(char *buf, size_t cap, uint64_t ms);
 const char *fmt_pct(char *buf, size_t cap, uint64_t part, uint64_t whole);
 /* Bytes for a human: printable ASCII as is, '\\' doubled, others \xNN. */
 const char *fmt_escaped(char *buf, size_t cap, const void *p, size_t n);
+char *escape_dup(const void *p, size_t n); /* the same, malloc'd whole */
 void put_escaped(FILE *f, const void *p, size_t n);
 
 /* An aligned table: columns named by HEADS (NULL: no heading line), ALIGN
@@ -95,6 +94,7 @@ void put_escaped(FILE *f, const void *p, size_t n);
 struct table;
 struct table *tb_new(const char *const *heads, const char *align);
 __attribute__((format(printf, 2, 3))) void tb_cell(struct table *t, const char *fmt, ...);
+void tb_escaped(struct table *t, const void *p, size_t n); /* a cell of bytes */
 void tb_print(struct table *t, FILE *f, const char *indent);
 void tb_free(struct table *t);
 

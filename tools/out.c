@@ -94,6 +94,16 @@ const char *fmt_escaped(char *buf, size_t cap, const void *p, size_t n)
 	return buf;
 }
 
+char *escape_dup(const void *p, size_t n)
+{
+	size_t cap = 4 * n + 8; /* \xNN is the longest form of a byte */
+	char *buf = malloc(cap);
+
+	if (buf == NULL)
+		abort();
+	return (char *)fmt_escaped(buf, cap, p, n);
+}
+
 void put_escaped(FILE *f, const void *p, size_t n)
 {
 	char buf[4 * 256 + 8];
@@ -144,6 +154,14 @@ void tb_cell(struct table *t, const char *fmt, ...)
 		abort();
 	va_end(ap);
 	t->cells[t->ncells++] = s;
+}
+
+void tb_escaped(struct table *t, const void *p, size_t n)
+{
+	char *s = escape_dup(p, n);
+
+	tb_cell(t, "%s", s);
+	free(s);
 }
 
 void tb_print(struct table *t, FILE *f, const char *indent)

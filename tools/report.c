@@ -277,7 +277,7 @@ static void stats_human(ns_cache *c, const char *prefix, const struct snap *s)
 	for (size_t i = 0; i < s->nsp; i++) {
 		const struct ns_space_info *p = &s->sp[i];
 		tb_cell(tb, "%" PRIu32, p->id);
-		tb_cell(tb, "%s", fmt_escaped(b1, sizeof(b1), p->prefix, strlen(p->prefix)));
+		tb_escaped(tb, p->prefix, strlen(p->prefix));
 		tb_cell(tb, "%" PRIu64, p->items);
 		tb_cell(tb, "%s", fmt_bytes(b1, sizeof(b1), p->bytes));
 		tb_cell(tb, "%" PRIu64, p->hits + p->misses);
@@ -508,7 +508,7 @@ int cmd_clients(struct args *a)
 		tb_cell(t, "%s", VOL(b1));
 		snprintf(b1, sizeof(b1), "%" PRId32, sl->pid);
 		tb_cell(t, "%s", VOL(b1));
-		tb_cell(t, "%s", fmt_escaped(b1, sizeof(b1), comm, cl));
+		tb_escaped(t, comm, cl);
 		tb_cell(t, "%s", slot_state(state));
 		tb_cell(t, "%s", alive_name(alive));
 		snprintf(b1, sizeof(b1), "epoch %" PRIu64, epoch);
@@ -584,8 +584,7 @@ int cmd_spaces(struct args *a)
 
 		for (size_t i = 0; i < n; i++) {
 			tb_cell(t, "%" PRIu32, sp[i].id);
-			tb_cell(t, "%s", fmt_escaped(b, sizeof(b), sp[i].prefix,
-						     strlen(sp[i].prefix)));
+			tb_escaped(t, sp[i].prefix, strlen(sp[i].prefix));
 			tb_cell(t, "%" PRIu32, sp[i].generation);
 			tb_cell(t, "%" PRIu64, sp[i].items);
 			tb_cell(t, "%s", fmt_bytes(b, sizeof(b), sp[i].bytes));

@@ -247,8 +247,7 @@ int cmd_list(struct args *a)
 		char b[32];
 
 		for (size_t i = 0; i < n; i++) {
-			tb_cell(t, "%s", fmt_escaped(b, sizeof(b), segs[i].name,
-						     strlen(segs[i].name)));
+			tb_escaped(t, segs[i].name, strlen(segs[i].name));
 			tb_cell(t, "%s", fmt_bytes(b, sizeof(b), segs[i].size));
 			if (segs[i].valid)
 				tb_cell(t, "%d", segs[i].clients);
