@@ -557,6 +557,7 @@ static void write_commands(void **state)
 				 "0640", NULL };
 	run(name, create, &r);
 	expect_exit(create, &r, 0);
+	golden("create.txt", r.out, r.outlen, false);
 	res_free(&r);
 	snprintf(path, sizeof(path), "/dev/shm/%s", name);
 	assert_int_equal(stat(path, &st), 0);
@@ -564,6 +565,7 @@ static void write_commands(void **state)
 	assert_int_equal(st.st_size, 8u << 20);
 	run(name, create, &r);
 	expect_exit(create, &r, 1); /* exists */
+	golden("create-exists.txt.err", r.err, r.errlen, false);
 	res_free(&r);
 	const char *tiny[] = { "create", "nstest.nsctl.tiny", "--size", "64k", NULL };
 	run(name, tiny, &r);
@@ -574,6 +576,7 @@ static void write_commands(void **state)
 			       "0x2a", NULL };
 	run(name, set1, &r);
 	expect_exit(set1, &r, 0);
+	assert_int_equal(r.outlen + r.errlen, 0); /* silent, like cp */
 	res_free(&r);
 	assert_int_equal(ns_attach(name, NULL, &c), 0);
 	assert_int_equal(ns_space_open(c, "a:b", &s), 0);
@@ -632,6 +635,7 @@ static void write_commands(void **state)
 	const char *exp1[] = { "expire", SEG, "a:b", "k1", "100000", NULL };
 	run(name, exp1, &r);
 	expect_exit(exp1, &r, 0);
+	assert_int_equal(r.outlen + r.errlen, 0);
 	res_free(&r);
 	int64_t ttl;
 	assert_int_equal(ns_ttl(s, "k1", 2, &ttl), 0);
@@ -648,6 +652,7 @@ static void write_commands(void **state)
 	const char *del1[] = { "del", SEG, "a:b", "neg", NULL };
 	run(name, del1, &r);
 	expect_exit(del1, &r, 0);
+	assert_int_equal(r.outlen + r.errlen, 0);
 	res_free(&r);
 	assert_int_equal(ns_exists(s, "neg", 3), NS_ENOTFOUND);
 	run(name, del1, &r);
@@ -672,6 +677,7 @@ static void write_commands(void **state)
 	const char *clr[] = { "clear", SEG, "a:b", NULL };
 	run(name, clr, &r);
 	expect_exit(clr, &r, 0);
+	golden("clear.txt", r.out, r.outlen, false);
 	res_free(&r);
 	assert_int_equal(ns_exists(s, "bin", 3), NS_ENOTFOUND);
 	struct ns_space_info si;
@@ -689,6 +695,7 @@ static void write_commands(void **state)
 	const char *des[] = { "destroy", SEG, NULL };
 	run(name, des, &r);
 	expect_exit(des, &r, 0);
+	golden("destroy.txt", r.out, r.outlen, false);
 	res_free(&r);
 	assert_int_equal(stat(path, &st), -1);
 	run(name, des, &r);
@@ -701,6 +708,7 @@ static void write_commands(void **state)
 	close(fd);
 	run(name, des, &r);
 	expect_exit(des, &r, 1);
+	golden("destroy-foreign.txt.err", r.err, r.errlen, false);
 	res_free(&r);
 	const char *desf[] = { "destroy", SEG, "--force", NULL };
 	run(name, desf, &r);
