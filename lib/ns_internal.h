@@ -128,6 +128,7 @@ bool ns__fault_set(const char *name, char action);
 /* ---- segment.c ---------------------------------------------------------- */
 uint64_t ns__layout_fingerprint(void);
 bool ns__valid_name(const char *s, size_t max);
+extern unsigned ns__create_wait_ms; /* attach's wait for a creator, ms */
 uint64_t ns__now_ms(void);          /* CLOCK_REALTIME, or the test clock */
 /* The same at tick resolution (a few ms), for hints that count seconds:
  * CLOCK_REALTIME_COARSE reads a word the kernel updates, no TSC read. */

@@ -142,7 +142,10 @@ struct ns_slot_shm {
 	uint64_t attach_ms;
 	char comm[16];
 	uint64_t ver_next, ver_end; /* owner's block of item versions */
-	uint64_t pad1[2];
+	uint32_t active_s;     /* seconds since segment creation of the owner's
+				* last operation (second resolution; nsctl) */
+	uint32_t pad0;
+	uint64_t pad1;
 
 	/* Line 2: write-side records that recovery reads (rule 6). */
 	uint64_t in_bucket;  /* primary bucket index + 1 of the write in flight */

@@ -154,6 +154,7 @@ rd_hashed(ns_space *s, const void *key, size_t klen, uint64_t h, struct rd *r)
 	struct ns_thr *t;
 	struct ns_slot_shm *sl = NULL;
 	uint64_t exp;
+	uint32_t now_s = 0;
 	int err = 0;
 
 	if (!c->rdonly) {
@@ -212,9 +213,9 @@ rd_hashed(ns_space *s, const void *key, size_t klen, uint64_t h, struct rd *r)
 		if (r->info)
 			fill_info(c, it, ver, r->info);
 		if (sl) {
-			uint32_t a = rel_seconds(c, ns__coarse_ms());
-			if (ns_load_relaxed(&it->atime) != a)
-				ns_store_relaxed(&it->atime, a);
+			now_s = rel_seconds(c, ns__coarse_ms());
+			if (ns_load_relaxed(&it->atime) != now_s)
+				ns_store_relaxed(&it->atime, now_s);
 		} else {
 			/* Read-only mapping: no epoch protects us, so check
 			 * that the chunk was not reused while we copied.  A
@@ -232,6 +233,10 @@ rd_hashed(ns_space *s, const void *key, size_t klen, uint64_t h, struct rd *r)
 			struct ns_sctr_shm *e;
 
 			ns__read_exit(sl);
+			if (now_s == 0)
+				now_s = rel_seconds(c, ns__coarse_ms());
+			if (sl->active_s != now_s)
+				ns_store_relaxed(&sl->active_s, now_s);
 			ns_store_relaxed(&sl->gets, sl->gets + 1);
 			e = ns__sctr(c, sl, s->id);
 			if (err == 0 || err == NS_ERANGE) {
@@ -811,6 +816,7 @@ static int store(ns_space *s, const void *key, size_t klen, struct wr *w)
 	}
 	intent_clear(sl);
 	ns_store_relaxed(&sl->sets, sl->sets + 1);
+	ns_store_relaxed(&sl->active_s, rel_seconds(c, now));
 	w->version_out = it->version;
 	maybe_reclaim(c, t);
 	/* A getset of an absent key stores and says so. */
@@ -933,6 +939,7 @@ static int keyop(ns_space *s, const void *key, size_t klen, int op,
 		return err;
 	h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
 	b = h & c->mask;
+	ns_store_relaxed(&t->slot->active_s, rel_seconds(c, ns__coarse_ms()));
 	ns_store_relaxed(&t->slot->in_bucket, b + 1);
 	err = ns__bucket_lock(c, t, b);
 	if (err) {

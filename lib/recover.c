@@ -289,6 +289,11 @@ static void mark_index(struct marks *mk)
 	struct ns_verify_report *rep = mk->rep;
 	uint8_t *linked = calloc(c->nover + 1, 1);
 
+	if (linked == NULL) {
+		rep->bad_refs++;
+		fail(rep, "out of memory for the overflow map%.0llu%.0llu", 0, 0);
+		return;
+	}
 	for (uint64_t b = 0; b <= c->mask; b++) {
 		struct ns_bucket_shm *bk = &c->buckets[b];
 		int err = 0;
@@ -309,10 +314,18 @@ static void mark_index(struct marks *mk)
 				if (!mark(mk, off, M_REACH, "index"))
 					continue;
 				struct ns_item_shm *it = ns__item(c, off);
+				int cls = ns__class_of(c, off);
 				rep->reachable++;
 				if (it->state != NS_CH_LIVE || (it->hash & c->mask) != b) {
 					rep->bad_refs++;
 					fail(rep, "item %llu misplaced in bucket %llu",
+					     (unsigned long long)off, (unsigned long long)b);
+				} else if (cls < 0 || it->klen == 0 || it->klen > NS_KEY_MAX ||
+					   it->space == 0 || it->space > c->hdr->nspaces ||
+					   sizeof(*it) + (uint64_t)it->klen + it->vlen >
+					   c->classes[cls].size) {
+					rep->bad_refs++;
+					fail(rep, "item %llu in bucket %llu has bad lengths or namespace",
 					     (unsigned long long)off, (unsigned long long)b);
 				}
 			}

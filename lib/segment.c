@@ -425,6 +425,9 @@ fail:
 }
 
 #define NS_ATTACH_RETRY_MS 1000 /* how long a zero-size file may stay so */
+/* How long a creator may take to initialize (fallocate of a large
+ * segment); process-local so that a test can shorten it. */
+unsigned ns__create_wait_ms = 30000;
 
 static int open_existing(ns_cache *c, const char *path)
 {
@@ -437,8 +440,15 @@ static int open_existing(ns_cache *c, const char *path)
 		c->fd = shm_open(path, flags, 0);
 		if (c->fd < 0)
 			return errno == ENOENT ? NS_ENOENT : ns__errno(errno);
-		/* Wait for a creator still initializing; it holds the lock. */
-		err = ns__lock_byte(c->fd, NS_LOCK_INIT, F_RDLCK, true);
+		/* Wait for a creator still initializing; it holds the lock.
+		 * Not for ever: a creator stopped (or stuck) mid-creation
+		 * gets us NS_EBUSY (rule 7). */
+		for (int ms = 0;; ms++) {
+			err = ns__lock_byte(c->fd, NS_LOCK_INIT, F_RDLCK, false);
+			if (err != NS_EBUSY || ms >= (int)ns__create_wait_ms)
+				break;
+			usleep(1000);
+		}
 		if (err)
 			goto fail;
 		if (fstat(c->fd, &st) < 0) {

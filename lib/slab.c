@@ -113,8 +113,10 @@ int ns__class_of(const ns_cache *c, ns_off_t off)
 	if (k == 0 || k > c->nclasses)
 		return -1;
 	in = rel % NS_PAGE_SIZE;
-	if (in % c->classes[k - 1].size != 0 ||
-	    in / c->classes[k - 1].size >= c->classes[k - 1].per_page)
+	/* The class table was checked at attach, but it lives in shared
+	 * memory: never divide by a size somebody zeroed since. */
+	uint32_t size = ns_load_relaxed(&c->classes[k - 1].size);
+	if (size == 0 || in % size != 0 || in / size >= c->classes[k - 1].per_page)
 		return -1;
 	return (int)k - 1;
 }

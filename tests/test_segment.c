@@ -321,6 +321,39 @@ static void create_excl_on_existing_is_eexist(void **state)
 	assert_code(ns_unlink(name), NS_ENOENT);
 }
 
+/* A creator stopped in the middle of initializing holds the init lock for
+ * ever; an attacher must give up with NS_EBUSY, not hang (rule 7). */
+static void stopped_creator_gives_ebusy(void **state)
+{
+	const char *name = t_name("stopped");
+	ns_cache *c = NULL;
+	pid_t pid;
+	int st;
+	(void)state;
+
+	if (!ns__fault_set(NULL, 'k'))
+		skip(); /* fault points compiled out */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		ns__fault_set("create:initialized", 's');
+		_exit(attach_opts(name, NS_CREATE, SEG_SIZE, 0, &c) == 0 ? 0 : 1);
+	}
+	/* Wait until it is stopped at the point, holding the lock. */
+	assert_int_equal(waitpid(pid, &st, WUNTRACED), pid);
+	assert_true(WIFSTOPPED(st));
+	ns__create_wait_ms = 300;
+	uint64_t t0 = t_now_ns();
+	assert_code(ns_attach(name, NULL, &c), NS_EBUSY);
+	uint64_t ms = (t_now_ns() - t0) / 1000000u;
+	ns__create_wait_ms = 30000;
+	assert_null(c);
+	assert_true(ms >= 250 && ms < 5000);
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	ns_unlink(name);
+}
+
 /* ---- file mode and header ----------------------------------------------- */
 
 static mode_t file_mode(const char *name)
@@ -1139,6 +1172,7 @@ int main(void)
 		cmocka_unit_test(strerror_is_distinct_for_every_code),
 		cmocka_unit_test(attach_rejects_bad_names),
 		cmocka_unit_test(attach_rejects_bad_options),
+		cmocka_unit_test(stopped_creator_gives_ebusy),
 		cmocka_unit_test(space_open_rejects_bad_prefixes),
 		cmocka_unit_test(key_and_value_arguments_are_checked),
 		cmocka_unit_test(missing_segment_is_enoent),

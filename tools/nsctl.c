@@ -140,12 +140,12 @@ static const struct cmd cmds[] = {
 	  "holds the slot's lock) or dead (waiting for recovery), state (active,\n"
 	  "or orphan: a detached client's retired chunks wait out a grace period),\n"
 	  "whether it is inside a read section and at which epoch, how many times\n"
-	  "it was claimed and when last, its write intent, its retired and cached\n"
-	  "chunks, and its counters since the claim.  The time of a slot's last\n"
-	  "operation is not recorded in the segment, so it is not shown.\n"
+	  "it was claimed and when last, when it last did an operation (to the\n"
+	  "second), its write intent, its retired and cached chunks, and its\n"
+	  "counters since the claim.\n"
 	  JSON_NOTE
 	  "  {\"name\", \"clients\": [{\"slot\", \"state\", \"alive\" (null: unknown),\n"
-	  "     \"pid\", \"comm\", \"claims\", \"attach_ms\", \"in_read\",\n"
+	  "     \"pid\", \"comm\", \"claims\", \"attach_ms\", \"active_ms\", \"in_read\",\n"
 	  "     \"epoch\" (0: not reading), \"intent\", \"retired\", \"retired_bytes\",\n"
 	  "     \"cached\", \"gets\", \"hits\", \"misses\", \"sets\", \"deletes\",\n"
 	  "     \"evictions\"}]}\n",

@@ -443,7 +443,7 @@ static unsigned cached_chunks(const struct ns_slot_shm *sl)
 int cmd_clients(struct args *a)
 {
 	static const char *const heads[] = { "SLOT", "PID", "COMMAND", "STATE", "LIVENESS",
-					     "READING", "CLAIMS", "ATTACHED", "INTENT",
+					     "READING", "CLAIMS", "ATTACHED", "ACTIVE", "INTENT",
 					     "RETIRED", "CACHED", "GETS", "HITS", "MISSES",
 					     "SETS", "DELS", "EVICTIONS" };
 	uint64_t now = ns__now_ms();
@@ -460,12 +460,17 @@ int cmd_clients(struct args *a)
 		j_str(&j, "name", c->name);
 		j_open(&j, "clients", '[');
 	} else {
-		t = tb_new(heads, "rrllllrrlrrrrrrrr");
+		t = tb_new(heads, "rrllllrrrlrrrrrrrr");
 	}
 	for (uint32_t i = 0; i < c->nslots; i++) {
 		const struct ns_slot_shm *sl = &c->slots[i];
 		uint32_t state = ns_load_relaxed(&sl->state);
 		uint64_t epoch = ns_load_relaxed(&sl->epoch), attach = sl->attach_ms;
+		/* Last operation, to the second; never before the attach. */
+		uint64_t active = c->hdr->created_ms +
+				  (uint64_t)ns_load_relaxed(&sl->active_s) * 1000u;
+		if (active < attach)
+			active = attach;
 		uint32_t phase = ns_load_relaxed(&sl->in_phase);
 		char comm[sizeof(sl->comm)], b1[48], b2[48];
 
@@ -486,6 +491,7 @@ int cmd_clients(struct args *a)
 			j_bytes(&j, "comm", comm, cl);
 			j_u64(&j, "claims", sl->claims);
 			j_vol_u64(&j, "attach_ms", attach);
+			j_vol_u64(&j, "active_ms", active);
 			j_bool(&j, "in_read", epoch != 0);
 			if (epoch)
 				j_vol_u64(&j, "epoch", epoch);
@@ -516,6 +522,9 @@ int cmd_clients(struct args *a)
 		tb_cell(t, "%" PRIu32, sl->claims);
 		snprintf(b1, sizeof(b1), "%s ago",
 			 fmt_age(b2, sizeof(b2), now > attach ? now - attach : 0));
+		tb_cell(t, "%s", VOL(b1));
+		snprintf(b1, sizeof(b1), "%s ago",
+			 fmt_age(b2, sizeof(b2), now > active ? now - active : 0));
 		tb_cell(t, "%s", VOL(b1));
 		tb_cell(t, "%s", phase_name(phase));
 		tb_cell(t, "%" PRIu64, ns_load_relaxed(&sl->retire_count));
