@@ -16,8 +16,8 @@
  *     a scan of their own,
  *   - moves a slab page to a class that is failing or evicting from one
  *     that is not, when the value-size mix shifts (janitor.c),
- *   - and, when recovery asked for it and no other client is attached,
- *     runs the allocator audit.
+ *   - and, when recovery asked for it, runs the allocator audit (with
+ *     clients attached too: see recover.c).
  *
  * One nsd per segment: the janitor lock in the segment file says who it is;
  * a second nsd refuses to start.  SIGTERM and SIGINT stop it between two
@@ -456,16 +456,6 @@ static unsigned recover_dead(ns_cache *c, struct ns_thr *t)
 	return n;
 }
 
-/* No other client attached: the audit is exact. */
-static bool alone(ns_cache *c, struct ns_thr *t)
-{
-	for (uint32_t i = 0; i < c->nslots; i++)
-		if (i != t->idx && ns_load_relaxed(&c->slots[i].state) != NS_SLOT_FREE &&
-		    ns__slot_alive(c, t->fd, i) != 0)
-			return false;
-	return true;
-}
-
 static void sleep_ms(unsigned ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
@@ -479,7 +469,7 @@ static int run(void)
 	struct ns_attach_opts o = { 0 };
 	struct ns_expire_stats st = { 0 };
 	struct ns_rebalance rb = { .page = -1 };
-	uint64_t ticks = 0, last_report = 0;
+	uint64_t ticks = 0, last_report = 0, last_audit = 0;
 	ns_cache *c;
 	struct ns_thr *t;
 	int err = 0, holder = 0;
@@ -524,6 +514,9 @@ static int run(void)
 			reload();
 		}
 		ns__janitor_beat(c);
+		/* nsd moves chunks too (expiry, page moves, sifting): inside
+		 * a write section, for an audit another process may run. */
+		ns__wsec_enter(c, t->slot);
 		recover_dead(c, t);
 		uint64_t budget = (uint64_t)cfg.tick_ms * 1000u * cfg.cpu_pct / 100u;
 		err = ns__expire_cycle(c, t, budget, &st);
@@ -547,11 +540,18 @@ static int run(void)
 			else if (err < 0)
 				logmsg(L_WARN, "page move: %s", ns_strerror(err));
 		}
-		if (ns_load_relaxed(&c->hdr->audit_wanted) && alone(c, t)) {
+		ns__wsec_exit(t->slot);
+		/* Live clients or not (the audit's handshake makes it safe),
+		 * at most once a second: a busy client can make it give up. */
+		if (ns_load_relaxed(&c->hdr->audit_wanted) &&
+		    ticks - last_audit >= 1000u / cfg.tick_ms + 1) {
+			last_audit = ticks;
 			int64_t n = ns__audit(c);
 			if (n >= 0)
 				logmsg(L_INFO, "audit: %" PRId64 " lost chunks returned to the free lists", n);
-			else if (n != NS_EBUSY)
+			else if (n == NS_EBUSY)
+				logmsg(L_DEBUG, "audit: a client stayed inside a write; will retry");
+			else
 				logmsg(L_WARN, "audit: %s", ns_strerror((int)n));
 		}
 		ticks++;

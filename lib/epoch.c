@@ -45,6 +45,7 @@ void ns__retire_slot(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
 
 	if (it == NULL || cls < 0)
 		return; /* cannot happen for an offset taken from the index */
+	ns__shade(c, off);
 	/* Orders the unlink store (and the unlock) before the load of E. */
 	cmm_smp_mb();
 	it->retire_epoch = (uint32_t)ns_load_relaxed(&c->hdr->epoch);
@@ -116,6 +117,7 @@ static size_t free_before(ns_cache *c, struct ns_slot_shm *s, bool cache,
 		if (cache && s->cache_n[cls] < NS_SLOT_CACHE) {
 			/* Into the cache first, then off the list: dying in
 			 * between leaves it in both, which recovery expects. */
+			ns__shade(c, off);
 			s->cache[cls][s->cache_n[cls]] = off;
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 			s->retire_head = next;

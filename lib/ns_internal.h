@@ -85,6 +85,7 @@ struct ns_cache {
 	struct ns_slot_shm *slots;
 	struct ns_space_shm *spaces;
 	struct ns_flight_shm *flights;
+	uint8_t *audit_map;
 	struct ns_class_shm *classes;
 	struct ns_page_shm *pages;
 	struct ns_bucket_shm *buckets;
@@ -237,6 +238,39 @@ static inline struct ns_item_shm *ns__item(const ns_cache *c, ns_off_t off)
 		return NULL;
 	return (struct ns_item_shm *)(c->base + off);
 }
+
+/* ---- the audit's handshake (recover.c) --------------------------------- */
+
+/* An operation that moves chunks between records runs inside a write
+ * section of its slot: wsec is odd inside.  The audit waits until every
+ * section that may not have seen hdr.audit_active has ended.  Entering from
+ * an odd value (a dead owner's, during recovery) still changes it. */
+static inline void ns__wsec_enter(ns_cache *c, struct ns_slot_shm *s)
+{
+	ns_store_relaxed(&s->wsec, (s->wsec + 1u) | 1u);
+	/* Orders the store before our loads of audit_active; with membarrier
+	 * the auditor pays this fence, as for the read-side epoch. */
+	if (ns_likely(c->membarrier_ok))
+		cmm_barrier();
+	else
+		cmm_smp_mb();
+}
+
+static inline void ns__wsec_exit(struct ns_slot_shm *s)
+{
+	ns_store_release(&s->wsec, s->wsec + 1u);
+}
+
+void ns__shade_slow(ns_cache *c, ns_off_t off);
+/* A chunk changes records: while an audit runs, say so in the audit map. */
+static inline void ns__shade(ns_cache *c, ns_off_t off)
+{
+	if (ns_unlikely(ns_load_relaxed(&c->hdr->audit_active) != 0))
+		ns__shade_slow(c, off);
+}
+/* The bit of OFF in the audit map (page * chunks a page can hold + index
+ * in the page), or UINT64_MAX when OFF is not a chunk start. */
+uint64_t ns__chunk_bit(const ns_cache *c, ns_off_t off);
 
 /* ---- space.c ------------------------------------------------------------ */
 struct ns_sctr_shm *ns__sctr_slow(ns_cache *c, struct ns_slot_shm *sl, uint32_t space);

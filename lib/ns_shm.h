@@ -11,7 +11,7 @@
  *
  *   0        4 KiB                                                 data_off
  *   +--------+-------------+--------+-------+-------+-------+-------+-----+---------+
- *   | header | client slots| spaces |flights|classes| pages | index |over-| pages   |
+ *   | header | client slots| spaces |flights|classes| pages | audit | index |over-| pages   |
  *   |        | (3 KiB each)| 320 B  | 16 B  | 64 B  | 8 B   | 64 B  |flow | (1 MiB  |
  *   |        |             |        |       |       | each  |buckets|     | each)   |
  *   +--------+-------------+--------+-------+-------+-------+-------+-----+---------+
@@ -99,6 +99,8 @@ struct ns_hdr_shm {
 	uint64_t nbuckets;     /* primary buckets; a power of two */
 	uint64_t nover;        /* overflow buckets */
 	ns_off_t slots_off, spaces_off, flights_off, classes_off, pages_off;
+	ns_off_t audit_off;    /* audit map: a bit per possible chunk */
+	uint64_t audit_bytes;
 	ns_off_t index_off, over_off, data_off;
 	char name[NS_NAME_MAX + 1]; /* the name it was created under */
 
@@ -121,6 +123,10 @@ struct ns_hdr_shm {
 	uint64_t expired;      /* items the janitor expired, in total */
 	uint64_t safe_epoch;   /* release: items retired before it are safe
 				* to free (nsd paid the membarrier); 0 none */
+	uint32_t audit_active; /* auditor's slot + 1 while an audit runs with
+				* clients attached: every chunk moved is shaded
+				* in the audit map; 0 none */
+	uint32_t audit_pad;
 } __attribute__((aligned(NS_CACHELINE)));
 
 /*
@@ -144,7 +150,8 @@ struct ns_slot_shm {
 	uint64_t ver_next, ver_end; /* owner's block of item versions */
 	uint32_t active_s;     /* seconds since segment creation of the owner's
 				* last operation (second resolution; nsctl) */
-	uint32_t pad0;
+	uint32_t wsec;         /* odd inside an operation that moves chunks
+				* (the audit's handshake, recover.c) */
 	uint64_t pad1;
 
 	/* Line 2: write-side records that recovery reads (rule 6). */

@@ -664,7 +664,28 @@ static int check_locked(ns_space *s, struct wr *w, struct ns_item_shm *it,
 	return 0;
 }
 
+static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w);
+
+/* Every write runs inside a write section of its slot (the audit's
+ * handshake, recover.c). */
 static int store(ns_space *s, const void *key, size_t klen, struct wr *w)
+{
+	struct ns_thr *t = NULL;
+	int err = 0;
+
+	if (s != NULL && !s->c->rdonly) {
+		t = ns__thr(s->c, &err);
+		if (t == NULL)
+			return err;
+		ns__wsec_enter(s->c, t->slot);
+	}
+	err = store_body(s, key, klen, w);
+	if (t)
+		ns__wsec_exit(t->slot);
+	return err;
+}
+
+static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 {
 	ns_cache *c;
 	struct ns_thr *t;
@@ -915,8 +936,29 @@ enum { K_DEL, K_EXPIRE, K_PERSIST, K_TOUCH };
 
 /* Lock KEY's bucket and act on its item: delete it (if VERSION is given,
  * only at that version), or change its expiry in place. */
+static int keyop_body(ns_space *s, const void *key, size_t klen, int op,
+		      uint64_t ttl_ms, const uint64_t *version);
+
 static int keyop(ns_space *s, const void *key, size_t klen, int op,
 		 uint64_t ttl_ms, const uint64_t *version)
+{
+	struct ns_thr *t = NULL;
+	int err = 0;
+
+	if (s != NULL && !s->c->rdonly) {
+		t = ns__thr(s->c, &err);
+		if (t == NULL)
+			return err;
+		ns__wsec_enter(s->c, t->slot);
+	}
+	err = keyop_body(s, key, klen, op, ttl_ms, version);
+	if (t)
+		ns__wsec_exit(t->slot);
+	return err;
+}
+
+static int keyop_body(ns_space *s, const void *key, size_t klen, int op,
+		      uint64_t ttl_ms, const uint64_t *version)
 {
 	ns_cache *c;
 	struct ns_thr *t;

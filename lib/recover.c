@@ -114,6 +114,9 @@ static int recover_held(ns_cache *c, uint32_t idx)
 
 	if (ns_load_relaxed(&s->state) == NS_SLOT_FREE)
 		return 0;
+	/* Recovery moves the dead client's chunks: a write section of its
+	 * slot, which we own while we hold its lock. */
+	ns__wsec_enter(c, s);
 	/* The dead process's reads are over. */
 	ns_store_relaxed(&s->epoch, 0ull);
 
@@ -176,6 +179,7 @@ static int recover_held(ns_cache *c, uint32_t idx)
 	if (audit)
 		ns_add_return(&c->hdr->audit_wanted, 1u);
 	ns_add_return(&c->hdr->recoveries, 1ull);
+	ns__wsec_exit(s);
 	ns_store_release(&s->state, (uint32_t)(s->retire_head ? NS_SLOT_ORPHAN
 							      : NS_SLOT_FREE));
 	return 1;
@@ -228,6 +232,10 @@ enum { M_NONE, M_REACH, M_FREE, M_CACHED, M_RETIRED, M_FLIGHT };
 struct marks {
 	ns_cache *c;
 	uint8_t *m;
+	const uint8_t *shade;  /* live audit: chunks moved meanwhile; or NULL */
+	bool live;             /* clients attached: seeing a chunk twice is a
+				* move, not an error; walks must be stable */
+	bool unstable;         /* live: a list kept changing under the walk */
 	uint64_t max_per_page;
 	struct ns_verify_report *rep;
 };
@@ -266,6 +274,8 @@ static bool mark(struct marks *mk, ns_off_t off, uint8_t how, const char *where)
 		return false;
 	}
 	if (mk->m[id] != M_NONE) {
+		if (mk->live)
+			return true; /* seen in two records: it is moving */
 		mk->rep->doubled++;
 		if (mk->rep->first_error[0] == '\0')
 			snprintf(mk->rep->first_error, sizeof(mk->rep->first_error),
@@ -362,24 +372,46 @@ static void mark_index(struct marks *mk)
 	free(linked);
 }
 
+#define NS_LIVE_WALK_TRIES 64 /* live audit: walks of a changing list */
+
 static void mark_free_lists(struct marks *mk)
 {
 	ns_cache *c = mk->c;
 
 	for (uint32_t k = 0; k < c->nclasses; k++) {
-		ns_off_t off = (c->classes[k].free_head & ((1ull << 40) - 1)) << 3;
-		uint64_t n = 0;
-		while (off) {
-			if (ns__class_of(c, off) != (int)k || n++ > mk->rep->chunks) {
-				mk->rep->bad_refs++;
-				fail(mk->rep, "free list of class %llu broken at %llu",
-				     k, (unsigned long long)off);
+		/* Live: a walk is trusted only if the head's tag did not move
+		 * while it ran (every push and pop moves it), since a popped
+		 * chunk's link may be rewritten and lead the walk astray. */
+		for (int attempt = 0;; attempt++) {
+			uint64_t h = ns_load_acquire(&c->classes[k].free_head);
+			ns_off_t off = (h & ((1ull << 40) - 1)) << 3;
+			uint64_t n = 0;
+			bool broken = false;
+			while (off) {
+				if (ns__class_of(c, off) != (int)k || n++ > mk->rep->chunks) {
+					broken = true;
+					break;
+				}
+				if (!mark(mk, off, M_FREE, "free list"))
+					break;
+				mk->rep->free++;
+				off = ns_load_relaxed(&((struct ns_item_shm *)(c->base + off))->next);
+			}
+			cmm_smp_rmb();
+			if (!mk->live) {
+				if (broken) {
+					mk->rep->bad_refs++;
+					fail(mk->rep, "free list of class %llu broken at %llu",
+					     k, (unsigned long long)off);
+				}
 				break;
 			}
-			if (!mark(mk, off, M_FREE, "free list"))
+			if (ns_load_relaxed(&c->classes[k].free_head) == h && !broken)
 				break;
-			mk->rep->free++;
-			off = ((struct ns_item_shm *)(c->base + off))->next;
+			if (attempt >= NS_LIVE_WALK_TRIES) {
+				mk->unstable = true;
+				break;
+			}
 		}
 	}
 	/* Chunks parked on the pages nsd is moving are free too. */
@@ -402,6 +434,8 @@ static void mark_free_lists(struct marks *mk)
 	}
 }
 
+static void mark_slot(struct marks *mk, struct ns_slot_shm *s);
+
 static void mark_slots(struct marks *mk)
 {
 	ns_cache *c = mk->c;
@@ -410,6 +444,36 @@ static void mark_slots(struct marks *mk)
 		struct ns_slot_shm *s = &c->slots[i];
 		if (s->state == NS_SLOT_FREE)
 			continue;
+		/* Live: the owner changes its retire list and caches only
+		 * inside a write section; trust a walk made while none was
+		 * open and none began. */
+		for (int attempt = 0;; attempt++) {
+			uint32_t w = ns_load_acquire(&s->wsec);
+			if (mk->live && (w & 1u)) {
+				if (attempt >= NS_LIVE_WALK_TRIES) {
+					mk->unstable = true;
+					break;
+				}
+				usleep(50);
+				continue;
+			}
+			mark_slot(mk, s);
+			cmm_smp_rmb();
+			if (!mk->live || ns_load_relaxed(&s->wsec) == w)
+				break;
+			if (attempt >= NS_LIVE_WALK_TRIES) {
+				mk->unstable = true;
+				break;
+			}
+		}
+	}
+}
+
+static void mark_slot(struct marks *mk, struct ns_slot_shm *s)
+{
+	ns_cache *c = mk->c;
+
+	{
 		for (int k = 0; k < NS_MAX_CLASSES; k++)
 			for (int j = 0; j < s->cache_n[k] && j < NS_SLOT_CACHE; j++)
 				if (mark(mk, s->cache[k][j], M_CACHED, "slot cache"))
@@ -437,13 +501,17 @@ static void mark_slots(struct marks *mk)
 	}
 }
 
-static int run_marks(ns_cache *c, struct ns_verify_report *rep, struct marks *mk)
+static int run_marks_mode(ns_cache *c, struct ns_verify_report *rep,
+			  struct marks *mk, bool live)
 {
 	uint32_t used = ns_load_relaxed(&c->hdr->next_page);
 
 	memset(rep, 0, sizeof(*rep));
 	mk->c = c;
 	mk->rep = rep;
+	mk->shade = NULL;
+	mk->live = live;
+	mk->unstable = false;
 	mk->max_per_page = NS_PAGE_SIZE / NS_MIN_CHUNK;
 	mk->m = calloc((size_t)c->npages * mk->max_per_page, 1);
 	if (mk->m == NULL)
@@ -465,6 +533,11 @@ static int run_marks(ns_cache *c, struct ns_verify_report *rep, struct marks *mk
 	return 0;
 }
 
+static int run_marks(ns_cache *c, struct ns_verify_report *rep, struct marks *mk)
+{
+	return run_marks_mode(c, rep, mk, false);
+}
+
 /* Call FN on every carved chunk no record holds. */
 static uint64_t sweep(struct marks *mk, void (*fn)(ns_cache *, int, ns_off_t))
 {
@@ -481,7 +554,10 @@ static uint64_t sweep(struct marks *mk, void (*fn)(ns_cache *, int, ns_off_t))
 		if (carved > c->classes[k - 1].per_page)
 			carved = c->classes[k - 1].per_page;
 		for (uint32_t i = 0; i < carved; i++) {
-			if (mk->m[p * mk->max_per_page + i] != M_NONE)
+			uint64_t id = p * mk->max_per_page + i;
+			if (mk->m[id] != M_NONE)
+				continue;
+			if (mk->shade && (ns_load_relaxed(&mk->shade[id >> 3]) & (1u << (id & 7))))
 				continue;
 			n++;
 			if (fn)
@@ -540,6 +616,112 @@ static void recount_spaces(ns_cache *c)
 	free(cnt);
 }
 
+/*
+ * The audit with clients attached.  A leaked chunk (a client died between a
+ * CAS on a free list and recording its result) sits in no record, and no
+ * live client will ever touch it.  A live chunk may be missed by a marking
+ * pass that runs while clients move it from a record not yet looked at to
+ * one already looked at; so, while the audit runs (hdr.audit_active), every
+ * client marks each chunk it moves in the audit map (ns__shade: a write
+ * barrier, as in an incremental collector).  The handshake:
+ *
+ *   1. clear the map, set audit_active, fence (membarrier: clients pay none);
+ *   2. wait until every write section open at that moment has ended (a
+ *      slot's wsec is even, or has changed): later sections see the flag;
+ *   3. mark every record, as the exact audit does;
+ *   4. wait again, so that every section that ran during 3 has ended;
+ *   5. sweep: a carved chunk neither marked nor shaded was in no record
+ *      and moved by nobody for the whole time: leaked.  Free it.
+ *
+ * Walking a list that changes under the walk can go astray (a popped
+ * chunk's link is rewritten) and miss chunks that never moved, so a walk is
+ * trusted only if its list did not change meanwhile: a free list's tagged
+ * head kept its tag, a slot's write section count stayed even and the
+ * same; otherwise the walk is repeated.  A chunk seen in two records is
+ * moving, not an error.  A section that does not end in time (a stopped
+ * client), a dead slot still inside one (recover it first), or a list that
+ * never holds still makes the audit give up: NS_EBUSY, try again later.
+ */
+#define NS_AUDIT_WAIT_MS 1000
+
+static int wait_sections(ns_cache *c, struct ns_thr *t, const uint32_t *seen)
+{
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct ns_slot_shm *s = &c->slots[i];
+		for (int waited = 0; i != t->idx; waited++) {
+			uint32_t w = ns_load_acquire(&s->wsec);
+			if ((w & 1u) == 0 || w != seen[i] ||
+			    ns_load_relaxed(&s->state) == NS_SLOT_FREE)
+				break;
+			if (waited >= NS_AUDIT_WAIT_MS * 10 || ns__slot_alive(c, t->fd, i) == 0)
+				return NS_EBUSY;
+			usleep(100);
+		}
+	}
+	return 0;
+}
+
+static int64_t audit_live(ns_cache *c, struct ns_thr *t)
+{
+	struct ns_verify_report rep;
+	struct marks mk;
+	uint32_t *seen = calloc(c->nslots, sizeof(*seen));
+	uint64_t n = 0;
+	int err;
+
+	if (seen == NULL)
+		return ns__errno(ENOMEM);
+	/* One audit at a time: audit_active names its auditor's slot.  An
+	 * auditor that died leaves it set (clients shading for nothing until
+	 * the next one takes over). */
+	uint32_t me = t->idx + 1, cur = ns_load_relaxed(&c->hdr->audit_active);
+	if (cur != 0 && (cur - 1 >= c->nslots || ns__slot_alive(c, t->fd, cur - 1) != 0 ||
+			 ns_cmpxchg(&c->hdr->audit_active, cur, 0u) != cur)) {
+		free(seen);
+		return NS_EBUSY;
+	}
+	if (ns_cmpxchg(&c->hdr->audit_active, 0u, me) != 0) {
+		free(seen);
+		return NS_EBUSY;
+	}
+	memset(c->audit_map, 0, c->hdr->audit_bytes);
+	cmm_smp_mb();
+	if (ns__membarrier(c) != 0) {
+		/* Clients relying on membarrier cannot be fenced: give up. */
+		for (uint32_t i = 0; i < c->nslots; i++)
+			if (ns_load_relaxed(&c->slots[i].flags) & NS_SLOTF_MEMBARRIER &&
+			    ns_load_relaxed(&c->slots[i].state) != NS_SLOT_FREE) {
+				err = NS_EBUSY;
+				goto out;
+			}
+	}
+	for (uint32_t i = 0; i < c->nslots; i++)
+		seen[i] = ns_load_acquire(&c->slots[i].wsec);
+	err = wait_sections(c, t, seen);
+	if (err)
+		goto out;
+	err = run_marks_mode(c, &rep, &mk, true);
+	if (err)
+		goto out;
+	for (uint32_t i = 0; i < c->nslots; i++)
+		seen[i] = ns_load_acquire(&c->slots[i].wsec);
+	err = wait_sections(c, t, seen);
+	if (err == 0 && mk.unstable)
+		err = NS_EBUSY; /* a list kept changing: cannot trust the marks */
+	if (err == 0) {
+		mk.shade = c->audit_map;
+		n = sweep(&mk, ns__push_free);
+	}
+	free(mk.m);
+out:
+	ns_store_release(&c->hdr->audit_active, 0u);
+	free(seen);
+	if (err)
+		return err;
+	ns_store_relaxed(&c->hdr->audit_wanted, 0u);
+	return (int64_t)n;
+}
+
 int64_t ns__audit(ns_cache *c)
 {
 	struct ns_verify_report rep;
@@ -550,12 +732,12 @@ int64_t ns__audit(ns_cache *c)
 
 	if (t == NULL)
 		return err;
+	ns__recover_dead(c);
 	for (uint32_t i = 0; i < c->nslots; i++) {
 		if (i != t->idx && ns_load_relaxed(&c->slots[i].state) != NS_SLOT_FREE &&
 		    ns__slot_alive(c, t->fd, i) != 0)
-			return NS_EBUSY; /* exact only without other live writers */
+			return audit_live(c, t); /* others attached */
 	}
-	ns__recover_dead(c);
 	err = run_marks(c, &rep, &mk);
 	if (err)
 		return err;

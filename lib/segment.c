@@ -43,7 +43,8 @@ uint64_t ns__layout_fingerprint(void)
 		sizeof(struct ns_space_shm), offsetof(struct ns_space_shm, prefix),
 		offsetof(struct ns_space_shm, items), offsetof(struct ns_space_shm, hits),
 		sizeof(struct ns_flight_shm), NS_FLIGHTS, NS_SLOT_SCTR,
-		offsetof(struct ns_slot_shm, sctr),
+		offsetof(struct ns_slot_shm, sctr), offsetof(struct ns_slot_shm, wsec),
+		offsetof(struct ns_hdr_shm, audit_off), offsetof(struct ns_hdr_shm, audit_active),
 		sizeof(struct ns_class_shm), sizeof(struct ns_page_shm),
 		sizeof(struct ns_bucket_shm), sizeof(struct ns_item_shm),
 		offsetof(struct ns_item_shm, version),
@@ -155,6 +156,8 @@ static int shm_path(char *buf, size_t cap, const char *name)
 struct geometry {
 	uint32_t nslots, nspaces, npages;
 	uint64_t nbuckets, nover;
+	ns_off_t audit_off;
+	uint64_t audit_bytes;
 	ns_off_t slots_off, spaces_off, flights_off, classes_off, pages_off, index_off,
 		over_off, data_off;
 };
@@ -195,6 +198,10 @@ static int plan(size_t size, uint64_t max_items, struct geometry *g)
 	g->pages_off = off = round_up(off, NS_CACHELINE);
 	/* Page descriptors for as many pages as could possibly fit. */
 	off += (size / NS_PAGE_SIZE + 1) * sizeof(struct ns_page_shm);
+	/* The audit map: a bit for every chunk any page could hold. */
+	g->audit_off = off = round_up(off, NS_CACHELINE);
+	g->audit_bytes = ((size / NS_PAGE_SIZE + 1) * (NS_PAGE_SIZE / NS_MIN_CHUNK) + 7) / 8;
+	off += g->audit_bytes;
 	g->index_off = off = round_up(off, NS_CACHELINE);
 	off += g->nbuckets * sizeof(struct ns_bucket_shm);
 	g->over_off = off;
@@ -215,6 +222,7 @@ static void view(ns_cache *c)
 	c->slots = (struct ns_slot_shm *)(c->base + h->slots_off);
 	c->spaces = (struct ns_space_shm *)(c->base + h->spaces_off);
 	c->flights = (struct ns_flight_shm *)(c->base + h->flights_off);
+	c->audit_map = c->base + h->audit_off;
 	c->classes = (struct ns_class_shm *)(c->base + h->classes_off);
 	c->pages = (struct ns_page_shm *)(c->base + h->pages_off);
 	c->buckets = (struct ns_bucket_shm *)(c->base + h->index_off);
@@ -245,7 +253,9 @@ static int check_geometry(const struct ns_hdr_shm *h, uint64_t size)
 	    h->flights_off < h->spaces_off + (uint64_t)h->nspaces * sizeof(struct ns_space_shm) ||
 	    h->classes_off < h->flights_off + NS_FLIGHTS * sizeof(struct ns_flight_shm) ||
 	    h->pages_off < h->classes_off + NS_MAX_CLASSES * sizeof(struct ns_class_shm) ||
-	    h->index_off < h->pages_off + ((uint64_t)h->npages + 1) * sizeof(struct ns_page_shm) ||
+	    h->audit_off < h->pages_off + ((uint64_t)h->npages + 1) * sizeof(struct ns_page_shm) ||
+	    h->audit_bytes < ((uint64_t)h->npages * (NS_PAGE_SIZE / NS_MIN_CHUNK) + 7) / 8 ||
+	    h->index_off < h->audit_off + h->audit_bytes ||
 	    h->over_off != h->index_off + nb * sizeof(struct ns_bucket_shm) ||
 	    h->data_off < h->over_off + h->nover * sizeof(struct ns_bucket_shm) ||
 	    h->data_off % NS_PAGE_SIZE != 0 || h->data_off > size ||
@@ -298,6 +308,8 @@ static void init_segment(ns_cache *c, const struct geometry *g, const char *name
 	h->slots_off = g->slots_off;
 	h->spaces_off = g->spaces_off;
 	h->flights_off = g->flights_off;
+	h->audit_off = g->audit_off;
+	h->audit_bytes = g->audit_bytes;
 	h->classes_off = g->classes_off;
 	h->pages_off = g->pages_off;
 	h->index_off = g->index_off;

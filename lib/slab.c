@@ -121,6 +121,27 @@ int ns__class_of(const ns_cache *c, ns_off_t off)
 	return (int)k - 1;
 }
 
+uint64_t ns__chunk_bit(const ns_cache *c, ns_off_t off)
+{
+	int cls = ns__class_of(c, off);
+	uint64_t rel;
+
+	if (cls < 0)
+		return UINT64_MAX;
+	rel = off - c->data_off;
+	return rel / NS_PAGE_SIZE * (NS_PAGE_SIZE / NS_MIN_CHUNK) +
+	       (rel % NS_PAGE_SIZE) / c->classes[cls].size;
+}
+
+void ns__shade_slow(ns_cache *c, ns_off_t off)
+{
+	uint64_t bit = ns__chunk_bit(c, off);
+
+	if (bit != UINT64_MAX)
+		__atomic_fetch_or(&c->audit_map[bit >> 3], (uint8_t)(1u << (bit & 7)),
+				  __ATOMIC_SEQ_CST);
+}
+
 struct ns_page_shm *ns__page_of(const ns_cache *c, ns_off_t off)
 {
 	uint64_t p = (off - c->data_off) / NS_PAGE_SIZE;
@@ -143,6 +164,7 @@ static void park(ns_cache *c, ns_off_t off)
 	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
 	ns_off_t h;
 
+	ns__shade(c, off);
 	it->state = NS_CH_FREE;
 	do {
 		h = ns_load_acquire(&pg->park_head);
@@ -160,6 +182,7 @@ void ns__push_free(ns_cache *c, int cls, ns_off_t off)
 		park(c, off);
 		return;
 	}
+	ns__shade(c, off);
 	it->state = NS_CH_FREE;
 	do {
 		h = ns_load_acquire(&cl->free_head);
@@ -175,6 +198,7 @@ void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off)
 	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
 	uint64_t h;
 
+	ns__shade(c, off);
 	it->state = NS_CH_FREE;
 	do {
 		h = ns_load_acquire(&cl->free_head);
@@ -246,6 +270,7 @@ static int pop_free(ns_cache *c, struct ns_slot_shm *s, int cls)
 				s->slab_busy = 0;
 				continue; /* its page is moving: not ours to use */
 			}
+			ns__shade(c, off);
 			s->cache[cls][s->cache_n[cls]] = off;
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 			s->slab_busy = 0;
@@ -287,6 +312,7 @@ static int carve(ns_cache *c, struct ns_slot_shm *s, int cls)
 						s->slab_busy = 0;
 						return 0; /* damaged class or page table */
 					}
+					ns__shade(c, off);
 					s->cache[cls][s->cache_n[cls]] = off;
 					ns_store_relaxed(&s->cache_n[cls],
 							 (uint8_t)(s->cache_n[cls] + 1));
@@ -428,6 +454,7 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 			/* Record the intent first, then leave the cache:
 			 * dying in between leaves it in both, and recovery
 			 * counts it once. */
+			ns__shade(c, off);
 			ns_store_relaxed(&s->in_new, off);
 			ns_store_relaxed(&s->in_phase, (uint32_t)NS_PH_BUILT);
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(n - 1));
@@ -474,6 +501,7 @@ void ns__free(ns_cache *c, struct ns_thr *t, ns_off_t off)
 	if (cls < 0)
 		return; /* not a chunk: never ours to free */
 	if (s->cache_n[cls] < NS_SLOT_CACHE && !draining(c, off)) {
+		ns__shade(c, off);
 		s->cache[cls][s->cache_n[cls]] = off;
 		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 		return;

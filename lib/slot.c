@@ -200,6 +200,7 @@ void ns__thr_release(struct ns_thr *t)
 	ns_cache *c = t->c;
 	struct ns_slot_shm *s = t->slot;
 
+	ns__wsec_enter(c, s);
 	/* Free what we retired once readers are past it; a reader stuck in a
 	 * stopped process must not stall detach, so after a bounded wait the
 	 * rest is left to recovery (state ORPHAN). */
@@ -217,6 +218,7 @@ void ns__thr_release(struct ns_thr *t)
 			s->slab_busy = 0;
 		}
 	}
+	ns__wsec_exit(s);
 	ns_store_release(&s->state,
 			 (uint32_t)(s->retire_count ? NS_SLOT_ORPHAN : NS_SLOT_FREE));
 	ns__lock_byte(t->fd, NS_LOCK_SLOT_BASE + (off_t)t->idx, F_UNLCK, false);

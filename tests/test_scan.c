@@ -99,7 +99,11 @@ static void ks_add(struct keyset *ks, const void *key, size_t klen)
 	e->klen = klen;
 }
 
-static void ks_seal(struct keyset *ks) { qsort(ks->e, ks->n, sizeof(*ks->e), ent_cmp); }
+static void ks_seal(struct keyset *ks)
+{
+	if (ks->n > 1) /* qsort's array must not be NULL, even when empty */
+		qsort(ks->e, ks->n, sizeof(*ks->e), ent_cmp);
+}
 
 static struct ent *ks_find(struct keyset *ks, const void *key, size_t klen)
 {

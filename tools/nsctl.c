@@ -86,7 +86,7 @@ static const struct cmd cmds[] = {
 	  "  {\"name\", \"format_version\", \"layout_fingerprint\" (hex string),\n"
 	  "   \"hash_id\", \"state\", \"size\", \"created_ms\",\n"
 	  "   \"layout\": {\"header\", \"slots\", \"spaces\", \"flights\", \"classes\",\n"
-	  "              \"pages\", \"index\", \"overflow\", \"data\"} (byte offsets),\n"
+	  "              \"pages\", \"audit_map\", \"index\", \"overflow\", \"data\"} (byte offsets),\n"
 	  "   \"index\": {\"buckets\", \"overflow_buckets\", \"overflow_claimed\",\n"
 	  "             \"overflow_linked\", \"longest_chain\", \"locked\"},\n"
 	  "   \"slab\": {\"classes\", \"pages\", \"pages_in_use\", \"page_size\",\n"

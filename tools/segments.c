@@ -314,6 +314,7 @@ static void info_json(ns_cache *c, const struct ns_census *cs, const struct jani
 	j_u64(&j, "flights", h->flights_off);
 	j_u64(&j, "classes", h->classes_off);
 	j_u64(&j, "pages", h->pages_off);
+	j_u64(&j, "audit_map", h->audit_off);
 	j_u64(&j, "index", h->index_off);
 	j_u64(&j, "overflow", h->over_off);
 	j_u64(&j, "data", h->data_off);
@@ -376,7 +377,7 @@ static void info_human(ns_cache *c, const struct ns_census *cs, const struct jan
 		{ "header", 0 }, { "client slots", h->slots_off },
 		{ "namespaces", h->spaces_off }, { "flights", h->flights_off },
 		{ "slab classes", h->classes_off }, { "page descriptors", h->pages_off },
-		{ "index buckets", h->index_off }, { "overflow buckets", h->over_off },
+		{ "audit map", h->audit_off }, { "index buckets", h->index_off }, { "overflow buckets", h->over_off },
 		{ "data pages", h->data_off },
 	};
 
