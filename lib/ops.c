@@ -667,21 +667,37 @@ static int check_locked(ns_space *s, struct wr *w, struct ns_item_shm *it,
 static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w);
 
 /* Every write runs inside a write section of its slot (the audit's
- * handshake, recover.c). */
-static int store(ns_space *s, const void *key, size_t klen, struct wr *w)
+ * handshake, recover.c).  *TP stays NULL on a read-only attachment, whose
+ * body then reports NS_ERDONLY. */
+static int write_begin(ns_space *s, struct ns_thr **tp)
 {
-	struct ns_thr *t = NULL;
 	int err = 0;
 
-	if (s != NULL && !s->c->rdonly) {
-		t = ns__thr(s->c, &err);
-		if (t == NULL)
-			return err;
-		ns__wsec_enter(s->c, t->slot);
-	}
-	err = store_body(s, key, klen, w);
+	*tp = NULL;
+	if (s == NULL || s->c->rdonly)
+		return 0;
+	*tp = ns__thr(s->c, &err);
+	if (*tp == NULL)
+		return err;
+	ns__wsec_enter(s->c, (*tp)->slot);
+	return 0;
+}
+
+static void write_end(struct ns_thr *t)
+{
 	if (t)
 		ns__wsec_exit(t->slot);
+}
+
+static int store(ns_space *s, const void *key, size_t klen, struct wr *w)
+{
+	struct ns_thr *t;
+	int err = write_begin(s, &t);
+
+	if (err)
+		return err;
+	err = store_body(s, key, klen, w);
+	write_end(t);
 	return err;
 }
 
@@ -942,18 +958,13 @@ static int keyop_body(ns_space *s, const void *key, size_t klen, int op,
 static int keyop(ns_space *s, const void *key, size_t klen, int op,
 		 uint64_t ttl_ms, const uint64_t *version)
 {
-	struct ns_thr *t = NULL;
-	int err = 0;
+	struct ns_thr *t;
+	int err = write_begin(s, &t);
 
-	if (s != NULL && !s->c->rdonly) {
-		t = ns__thr(s->c, &err);
-		if (t == NULL)
-			return err;
-		ns__wsec_enter(s->c, t->slot);
-	}
+	if (err)
+		return err;
 	err = keyop_body(s, key, klen, op, ttl_ms, version);
-	if (t)
-		ns__wsec_exit(t->slot);
+	write_end(t);
 	return err;
 }
 
