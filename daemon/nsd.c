@@ -502,8 +502,11 @@ static int run(void)
 		ns_detach(c);
 		return 1;
 	}
-	/* Page moves a killed nsd left halfway. */
+	/* Page moves a killed nsd left halfway (chunks move: a write
+	 * section, for an audit another process may run). */
+	ns__wsec_enter(c, t->slot);
 	ns__pages_resume(c);
+	ns__wsec_exit(t->slot);
 	logmsg(L_INFO, "janitor of segment '%s' (%zu MiB, %" PRIu64 " buckets), "
 	       "tick %u ms, expiry budget %u%% of a core",
 	       cfg.segment, c->size >> 20, c->mask + 1, cfg.tick_ms, cfg.cpu_pct);
@@ -564,10 +567,12 @@ static int run(void)
 	}
 	logmsg(L_INFO, "stopping on signal %d; expired %" PRIu64 " items in %" PRIu64
 	       " ms of cycles; the segment stays", (int)stop_sig, st.expired, st.us / 1000u);
+	ns__wsec_enter(c, t->slot);
 	if (rb.page >= 0)
 		ns__page_move_abort(c, (uint32_t)rb.page);
 	if (t->slot->retire_count)
 		ns__reclaim(c, t);
+	ns__wsec_exit(t->slot);
 	/* Clients go back to paying for their own grace periods. */
 	ns_store_relaxed(&c->hdr->safe_epoch, 0ull);
 	ns_store_relaxed(&c->hdr->janitor_pid, 0);

@@ -249,9 +249,12 @@ static inline void ns__wsec_enter(ns_cache *c, struct ns_slot_shm *s)
 {
 	ns_store_relaxed(&s->wsec, (s->wsec + 1u) | 1u);
 	/* Orders the store before our loads of audit_active; with membarrier
-	 * the auditor pays this fence, as for the read-side epoch. */
+	 * the auditor pays this fence, as for the read-side epoch.  The odd
+	 * value must also be seen before any store the section makes (an
+	 * auditor trusts a walk of our lists only if wsec stayed even):
+	 * store-store order, free on x86. */
 	if (ns_likely(c->membarrier_ok))
-		cmm_barrier();
+		cmm_smp_wmb();
 	else
 		cmm_smp_mb();
 }

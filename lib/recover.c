@@ -661,10 +661,42 @@ static int wait_sections(ns_cache *c, struct ns_thr *t, const uint32_t *seen)
 	return 0;
 }
 
+struct page_snap {
+	uint32_t cls, carved;
+};
+
+/* The live sweep: chunks of pages whose class is still the snapshot's and
+ * that are not moving, carved by the snapshot, neither marked nor shaded. */
+static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap)
+{
+	ns_cache *c = mk->c;
+	uint64_t n = 0;
+
+	for (uint32_t p = 0; p < c->npages; p++) {
+		uint32_t k = snap[p].cls, carved = snap[p].carved;
+		if (k == 0 || k > c->nclasses || ns_load_acquire(&c->pages[p].cls) != k ||
+		    ns_load_acquire(&c->pages[p].drain) != NS_PG_NORMAL)
+			continue;
+		if (carved > c->classes[k - 1].per_page)
+			carved = c->classes[k - 1].per_page;
+		for (uint32_t i = 0; i < carved; i++) {
+			uint64_t id = p * mk->max_per_page + i;
+			if (mk->m[id] != M_NONE ||
+			    (ns_load_relaxed(&mk->shade[id >> 3]) & (1u << (id & 7))))
+				continue;
+			n++;
+			ns__push_free(c, (int)k - 1, c->data_off + (uint64_t)p * NS_PAGE_SIZE +
+							 (uint64_t)i * c->classes[k - 1].size);
+		}
+	}
+	return n;
+}
+
 static int64_t audit_live(ns_cache *c, struct ns_thr *t)
 {
 	struct ns_verify_report rep;
 	struct marks mk;
+	struct page_snap *snap = NULL;
 	uint32_t *seen = calloc(c->nslots, sizeof(*seen));
 	uint64_t n = 0;
 	int err;
@@ -700,6 +732,18 @@ static int64_t audit_live(ns_cache *c, struct ns_thr *t)
 	err = wait_sections(c, t, seen);
 	if (err)
 		goto out;
+	/* The pages and their carved chunks as of now: a chunk carved later
+	 * is counted before it is shaded, and a page given to another class
+	 * meanwhile is numbered differently; the sweep looks at neither. */
+	snap = calloc(c->npages, sizeof(*snap));
+	if (snap == NULL) {
+		err = ns__errno(ENOMEM);
+		goto out;
+	}
+	for (uint32_t p = 0; p < c->npages; p++) {
+		snap[p].cls = ns_load_acquire(&c->pages[p].cls);
+		snap[p].carved = ns_load_acquire(&c->pages[p].carved);
+	}
 	err = run_marks_mode(c, &rep, &mk, true);
 	if (err)
 		goto out;
@@ -710,11 +754,12 @@ static int64_t audit_live(ns_cache *c, struct ns_thr *t)
 		err = NS_EBUSY; /* a list kept changing: cannot trust the marks */
 	if (err == 0) {
 		mk.shade = c->audit_map;
-		n = sweep(&mk, ns__push_free);
+		n = sweep_snapshot(&mk, snap);
 	}
 	free(mk.m);
 out:
 	ns_store_release(&c->hdr->audit_active, 0u);
+	free(snap);
 	free(seen);
 	if (err)
 		return err;
