@@ -122,8 +122,11 @@ static size_t free_before(ns_cache *c, struct ns_slot_shm *s, bool cache,
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 			s->retire_head = next;
 		} else {
-			s->retire_head = next;
+			/* Busy before it leaves the list: dying between the
+			 * two steps leaks it, and the flag calls the audit. */
 			s->slab_busy = 1;
+			cmm_barrier();
+			s->retire_head = next;
 			ns__push_free(c, cls, off);
 			s->slab_busy = 0;
 		}

@@ -571,8 +571,8 @@ static void nsd_killed_mid_cycle(void **state)
 	/* nsd recovered every killed predecessor; nothing left for us. */
 	assert_int_equal(ns__recover_dead(c), 0);
 	if (ns_load_relaxed(&c->hdr->audit_wanted)) {
-		/* A kill inside a free-list step; nsd audits only when it is
-		 * the only client, and we are attached. */
+		/* A kill inside a free-list step that the last nsd's audit
+		 * (at most once a second) has not got to yet. */
 		int64_t got = ns__audit(c);
 		print_message("# audit took back %lld chunk(s)\n", (long long)got);
 		assert_true(got >= 0);
