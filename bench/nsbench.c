@@ -56,6 +56,7 @@
 #include <unistd.h>
 
 #include "namestore.h"
+#include "common.h"
 #include "hist.h"
 
 /* ------------------------------------------------------------------------ */
@@ -107,25 +108,7 @@ struct config {
  */
 #define READY_TIMEOUT_NS (30ull * 1000000000ull)
 
-/* ------------------------------------------------------------------------ */
-/* Time                                                                     */
-/* ------------------------------------------------------------------------ */
-
-static inline uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ns(long ns)
-{
-	struct timespec ts = { .tv_sec = ns / 1000000000L,
-			       .tv_nsec = ns % 1000000000L };
-
-	nanosleep(&ts, NULL);
-}
+/* Time, children and argument parsing: bench/common.h, shared with nsops. */
 
 /* ------------------------------------------------------------------------ */
 /* Random numbers                                                           */
@@ -832,16 +815,6 @@ out:
 }
 
 /* Stop and reap every child still running, after a failure or a signal. */
-static void kill_children(const pid_t *pids, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		if (pids[i] > 0)
-			kill(pids[i], SIGKILL);
-	for (unsigned i = 0; i < n; i++)
-		if (pids[i] > 0)
-			while (waitpid(pids[i], NULL, 0) < 0 && errno == EINTR)
-				;
-}
 
 /* Mark the child with process id PID as reaped; true if it was ours. */
 static bool forget_child(pid_t *pids, unsigned n, pid_t pid)
@@ -1066,47 +1039,6 @@ static void usage(FILE *f)
 "  -h, --help               this text\n",
 		DEFAULT_SECONDS, DEFAULT_KEYS, DEFAULT_VALUE_SIZE,
 		DEFAULT_READ_PCT, DEFAULT_ZIPF_S);
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!*s || *s == '-')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || *end)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_size(const char *s, size_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (!*s || *s == '-')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno)
-		return false;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	default: break;
-	}
-	if (*end == 'i' || *end == 'b' || *end == 'B')
-		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
-	if (*end || (shift && v > (SIZE_MAX >> shift)))
-		return false;
-	*out = (size_t)(v << shift);
-	return true;
 }
 
 static bool parse_double(const char *s, double *out)

@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "namestore.h"
+#include "common.h"
 #include "hist.h"
 
 /* ------------------------------------------------------------------------ */
@@ -101,16 +102,8 @@ struct config {
 #define READY_TIMEOUT_NS (30ull * 1000000000ull)
 
 /* ------------------------------------------------------------------------ */
-/* Time and random numbers; the histogram is bench/hist.h                   */
+/* Random numbers; time and parsing are bench/common.h, the histogram hist.h */
 /* ------------------------------------------------------------------------ */
-
-static inline uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* The clock the library measures expiry on. */
 static uint64_t realtime_ms(void)
@@ -119,15 +112,6 @@ static uint64_t realtime_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ns(long ns)
-{
-	struct timespec ts = { .tv_sec = ns / 1000000000L,
-			       .tv_nsec = ns % 1000000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
 }
 
 /* SplitMix64 (Steele, Lea and Flood, OOPSLA 2014). */
@@ -145,7 +129,6 @@ static inline uint32_t rng_below(uint64_t *state, uint32_t n)
 {
 	return (uint32_t)(((rng_next(state) >> 32) * (uint64_t)n) >> 32);
 }
-
 
 /*
  * " p50_ns=.. p99_ns=.. p999_ns=.. p9999_ns=.. max_ns=.." with PREFIX before
@@ -313,17 +296,6 @@ static inline void note(struct proc_result *r, int rc)
 }
 
 typedef void child_fn(struct bench *b, unsigned idx, void *arg);
-
-static void kill_children(const pid_t *pids, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		if (pids[i] > 0)
-			kill(pids[i], SIGKILL);
-	for (unsigned i = 0; i < n; i++)
-		if (pids[i] > 0)
-			while (waitpid(pids[i], NULL, 0) < 0 && errno == EINTR)
-				;
-}
 
 /*
  * Fork N children running FN(b, idx, ARG) from one start line until
@@ -925,45 +897,6 @@ static void usage(FILE *f)
 		DEFAULT_SECONDS, DEFAULT_KEYS, DEFAULT_VALUE_SIZE,
 		DEFAULT_INCR_PROCS, DEFAULT_PROCS, DEFAULT_TTL_MS,
 		DEFAULT_LOAD_US, DEFAULT_STALE_MS);
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!*s || *s == '-')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || *end)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_size(const char *s, size_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (!*s || *s == '-')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno)
-		return false;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	default: break;
-	}
-	if (*end || (shift && v > (SIZE_MAX >> shift)))
-		return false;
-	*out = (size_t)(v << shift);
-	return true;
 }
 
 static bool parse_batches(char *s, struct config *cfg)
