@@ -23,15 +23,6 @@ static bool bad_batch(const ns_space *s, const struct ns_kv *kv, size_t n)
 	return s == NULL || (kv == NULL && n != 0) || n > INT32_MAX;
 }
 
-static int check_kv_key(const struct ns_kv *kv)
-{
-	if (kv->key == NULL || kv->klen == 0)
-		return NS_EINVAL;
-	if (kv->klen > NS_KEY_MAX)
-		return NS_E2BIG;
-	return 0;
-}
-
 int ns_mget(ns_space *s, struct ns_kv *kv, size_t n)
 {
 	ns_cache *c;
@@ -46,7 +37,7 @@ int ns_mget(ns_space *s, struct ns_kv *kv, size_t n)
 
 		for (size_t i = 0; i < m; i++) {
 			struct ns_kv *k = &kv[base + i];
-			k->err = check_kv_key(k);
+			k->err = ns__check_key(k->key, k->klen);
 			if (k->err == 0 && k->buf == NULL && k->cap != 0)
 				k->err = NS_EINVAL;
 			if (k->err)

@@ -37,14 +37,6 @@
 #define NS_FLIGHT_WAIT_MS 5000 /* default total wait for another loader */
 #define NS_FLIGHT_SLICE_MS 20  /* sleep between liveness checks of the claimer */
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void futex_wait(uint32_t *word, uint32_t seen, uint64_t ms)
 {
 	struct timespec ts = { .tv_sec = (time_t)(ms / 1000),
@@ -119,13 +111,11 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 	uint64_t h, mine, wait_ms, stale_ms, deadline;
 	int err = 0;
 
-	if (s == NULL || loader == NULL || vlen == NULL || key == NULL ||
-	    (buf == NULL && cap != 0))
+	if (s == NULL || loader == NULL || vlen == NULL || (buf == NULL && cap != 0))
 		return NS_EINVAL;
-	if (klen == 0)
-		return NS_EINVAL;
-	if (klen > NS_KEY_MAX)
-		return NS_E2BIG;
+	err = ns__check_key(key, klen);
+	if (err)
+		return err;
 	c = s->c;
 	if (c->rdonly)
 		return NS_ERDONLY;
@@ -137,7 +127,7 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 	h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
 	fl = &c->flights[h & (NS_FLIGHTS - 1)];
 	mine = (uint64_t)(t->idx + 1) << 48 | (h & NS_SLOT_OFF_MASK);
-	deadline = mono_ms();
+	deadline = ns__mono_ms();
 	deadline = wait_ms > UINT64_MAX - deadline ? UINT64_MAX : deadline + wait_ms;
 
 	for (;;) {
@@ -176,7 +166,7 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 				break;
 			continue;
 		}
-		uint64_t now = mono_ms();
+		uint64_t now = ns__mono_ms();
 		if (now >= deadline)
 			return NS_ETIMEDOUT;
 		futex_wait(&fl->seq, seq, deadline - now < NS_FLIGHT_SLICE_MS ?

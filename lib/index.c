@@ -37,13 +37,6 @@
 
 #include "ns_internal.h"
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 #define NS_SPIN_RELAX 200  /* pause loops before yielding: ~a short critical section */
 #define NS_CHECK_EVERY_MS 1 /* owner liveness poll interval while waiting */
 
@@ -64,7 +57,7 @@ int ns__owner_lock(ns_cache *c, struct ns_thr *t, uint32_t *word)
 			continue;
 		}
 		sched_yield();
-		uint64_t now = mono_ms();
+		uint64_t now = ns__mono_ms();
 		if (start == 0)
 			start = last_check = now;
 		if (owner != 0 && now - last_check >= NS_CHECK_EVERY_MS) {

@@ -40,36 +40,6 @@
 #define NS_EXPIRE_AGAIN_PCT 10     /* dead share of a sample that calls for another step */
 #define NS_EXPIRE_BATCH 64         /* dead items remembered per chain walk */
 
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* Unlink OFF from primary bucket B if it is still there and still dead. */
-static int expire_one(ns_cache *c, struct ns_thr *t, uint64_t b, ns_off_t off,
-		      uint64_t now)
-{
-	uint64_t *word;
-	int err;
-
-	ns_store_relaxed(&t->slot->in_bucket, b + 1);
-	err = ns__bucket_lock(c, t, b);
-	if (err) {
-		ns_store_relaxed(&t->slot->in_bucket, 0ull);
-		return err;
-	}
-	word = ns__chain_find_locked(c, b, off);
-	if (word == NULL || ns__visible(c, (struct ns_item_shm *)(c->base + off), now)) {
-		ns__bucket_unlock(c, t, b);
-		ns_store_relaxed(&t->slot->in_bucket, 0ull);
-		return 0; /* replaced, removed or refreshed meanwhile */
-	}
-	ns__unlink_locked(c, t, b, word, off, NS_GONE_EXPIRE);
-	return 1;
-}
 
 int ns__expire_step(ns_cache *c, struct ns_thr *t, uint64_t nbuckets,
 		    struct ns_expire_stats *st)
@@ -107,7 +77,7 @@ int ns__expire_step(ns_cache *c, struct ns_thr *t, uint64_t nbuckets,
 		ns__read_exit(t->slot);
 		st->buckets++;
 		for (int i = 0; i < ndead; i++) {
-			int r = expire_one(c, t, b, dead[i], now);
+			int r = ns__unlink_chunk(c, t, dead[i], NS_GONE_EXPIRE, 0, true, now);
 			if (r < 0)
 				return r;
 			st->expired += (uint64_t)r;
@@ -121,7 +91,7 @@ int ns__expire_step(ns_cache *c, struct ns_thr *t, uint64_t nbuckets,
 int ns__expire_cycle(ns_cache *c, struct ns_thr *t, uint64_t budget_us,
 		     struct ns_expire_stats *st)
 {
-	uint64_t t0 = mono_us();
+	uint64_t t0 = ns__mono_us();
 	uint64_t nb = c->mask + 1;
 	uint64_t step = nb < NS_EXPIRE_STEP_BUCKETS ? nb : NS_EXPIRE_STEP_BUCKETS;
 	uint64_t before = st->expired;
@@ -138,11 +108,11 @@ int ns__expire_cycle(ns_cache *c, struct ns_thr *t, uint64_t budget_us,
 		/* Little dead in this sample: the rest waits for the next
 		 * tick.  Many: go on while the budget lasts. */
 		if (expired * 100 <= sampled * NS_EXPIRE_AGAIN_PCT ||
-		    mono_us() - t0 >= budget_us)
+		    ns__mono_us() - t0 >= budget_us)
 			break;
 	}
 	ns_add_return(&c->hdr->expired, st->expired - before);
-	st->us += mono_us() - t0;
+	st->us += ns__mono_us() - t0;
 	return err;
 }
 
@@ -367,24 +337,14 @@ int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
 	for (uint32_t k = 0; k < cl->per_page; k++) {
 		ns_off_t off = page_base(c, p) + (uint64_t)k * cl->size;
 		struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
-		uint64_t b, *word;
 
 		if (ns_load_relaxed(&it->state) != NS_CH_LIVE)
 			continue;
-		b = ns_load_relaxed(&it->hash) & c->mask;
-		ns_store_relaxed(&t->slot->in_bucket, b + 1);
-		err = ns__bucket_lock(c, t, b);
-		if (err) {
-			ns_store_relaxed(&t->slot->in_bucket, 0ull);
+		err = ns__unlink_chunk(c, t, off, NS_GONE_EVICT, 0, false, 0);
+		if (err < 0)
 			return err;
-		}
-		word = ns__chain_find_locked(c, b, off);
-		if (word == NULL) {
-			ns__bucket_unlock(c, t, b);
-			ns_store_relaxed(&t->slot->in_bucket, 0ull);
+		if (err == 0)
 			continue; /* being built, or just replaced */
-		}
-		ns__unlink_locked(c, t, b, word, off, NS_GONE_EVICT);
 		ns_add_return(&cl->evictions, 1ull);
 		if (t->slot->retire_count >= 256)
 			ns__reclaim(c, t);

@@ -134,6 +134,18 @@ uint64_t ns__now_ms(void);          /* CLOCK_REALTIME, or the test clock */
 /* The same at tick resolution (a few ms), for hints that count seconds:
  * CLOCK_REALTIME_COARSE reads a word the kernel updates, no TSC read. */
 uint64_t ns__coarse_ms(void);
+uint64_t ns__mono_us(void);        /* CLOCK_MONOTONIC, for timeouts and budgets */
+static inline uint64_t ns__mono_ms(void) { return ns__mono_us() / 1000u; }
+
+/* The checks every call makes of a key: NS_EINVAL or NS_E2BIG. */
+static inline int ns__check_key(const void *key, size_t klen)
+{
+	if (key == NULL || klen == 0)
+		return NS_EINVAL;
+	if (klen > NS_KEY_MAX)
+		return NS_E2BIG;
+	return 0;
+}
 void ns__test_clock(uint64_t ms);   /* 0: real clock again */
 uint64_t ns__hash(uint64_t seed, uint32_t space, const void *key, size_t len);
 /* A pointer to LEN bytes at OFF, or NULL when that range is outside the
@@ -308,6 +320,12 @@ void ns__acct_gone(ns_cache *c, struct ns_thr *t, struct ns_item_shm *it, int wh
  * the intent protocol.  Lock held on entry, released on return. */
 void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
 		       ns_off_t off, int why);
+/* Unlink chunk OFF, chosen without a lock, under its bucket's lock if it
+ * is still linked there, still an item of SPACE (0: any) and, with
+ * DEAD_ONLY, still reads as absent at NOW.  1 unlinked and retired, 0 no
+ * longer there, or a lock error. */
+int ns__unlink_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off, int why,
+		     uint32_t space, bool dead_only, uint64_t now);
 /* ns_get of a checked key with its hash H already computed, that also
  * accepts an item expired less than STALE_MS ago and says so in *STALE
  * (ns_get_or_set). */

@@ -47,15 +47,6 @@ static inline uint16_t tag_of(uint64_t h) { return (uint16_t)(h >> 48); }
 
 static inline uint8_t *item_key(struct ns_item_shm *it) { return (uint8_t *)(it + 1); }
 
-static int check_key(const void *key, size_t klen)
-{
-	if (key == NULL || klen == 0)
-		return NS_EINVAL;
-	if (klen > NS_KEY_MAX)
-		return NS_E2BIG;
-	return 0;
-}
-
 static inline uint32_t rel_seconds(ns_cache *c, uint64_t now_ms)
 {
 	return (uint32_t)((now_ms - c->hdr->created_ms) / 1000u);
@@ -258,7 +249,7 @@ rd(ns_space *s, const void *key, size_t klen, struct rd *r)
 
 	if (s == NULL)
 		return NS_EINVAL;
-	err = check_key(key, klen);
+	err = ns__check_key(key, klen);
 	if (err)
 		return err;
 	return rd_hashed(s, key, klen,
@@ -401,6 +392,31 @@ void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word
 	intent_clear(sl);
 }
 
+int ns__unlink_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off, int why,
+		     uint32_t space, bool dead_only, uint64_t now)
+{
+	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
+	uint64_t b = ns_load_relaxed(&it->hash) & c->mask, *word;
+	int err;
+
+	ns_store_relaxed(&t->slot->in_bucket, b + 1);
+	err = ns__bucket_lock(c, t, b);
+	if (err) {
+		ns_store_relaxed(&t->slot->in_bucket, 0ull);
+		return err;
+	}
+	word = ns__chain_find_locked(c, b, off);
+	if (word == NULL || (space && it->space != space) ||
+	    (dead_only && ns__visible(c, it, now))) {
+		/* Replaced, removed or refreshed since it was chosen. */
+		ns__bucket_unlock(c, t, b);
+		ns_store_relaxed(&t->slot->in_bucket, 0ull);
+		return 0;
+	}
+	ns__unlink_locked(c, t, b, word, off, why);
+	return 1;
+}
+
 /* Undo step 1 when the write cannot go on: the chunk was never visible. */
 static void drop_new(ns_cache *c, struct ns_thr *t, ns_off_t off)
 {
@@ -493,21 +509,11 @@ static int quota_evict_one(ns_space *s, struct ns_thr *t, uint64_t now)
 		if (best == 0)
 			continue;
 
-		struct ns_item_shm *it = (struct ns_item_shm *)(c->base + best);
-		uint64_t b = ns_load_relaxed(&it->hash) & c->mask;
-		ns_store_relaxed(&t->slot->in_bucket, b + 1);
-		err = ns__bucket_lock(c, t, b);
-		if (err) {
-			ns_store_relaxed(&t->slot->in_bucket, 0ull);
+		err = ns__unlink_chunk(c, t, best, NS_GONE_EVICT, s->id, false, now);
+		if (err < 0)
 			return err;
-		}
-		uint64_t *word = ns__chain_find_locked(c, b, best);
-		if (word == NULL || it->space != s->id) {
-			ns__bucket_unlock(c, t, b);
-			ns_store_relaxed(&t->slot->in_bucket, 0ull);
+		if (err == 0)
 			continue; /* it went away meanwhile */
-		}
-		ns__unlink_locked(c, t, b, word, best, NS_GONE_EVICT);
 		ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
 		return 0;
 	}
@@ -716,7 +722,7 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 	if (s == NULL || (w->val == NULL && w->vlen != 0) ||
 	    (w->oldlen && w->old == NULL && w->cap != 0))
 		return NS_EINVAL;
-	err = check_key(key, klen);
+	err = ns__check_key(key, klen);
 	if (err)
 		return err;
 	c = s->c;
@@ -981,7 +987,7 @@ static int keyop_body(ns_space *s, const void *key, size_t klen, int op,
 
 	if (s == NULL)
 		return NS_EINVAL;
-	err = check_key(key, klen);
+	err = ns__check_key(key, klen);
 	if (err)
 		return err;
 	c = s->c;

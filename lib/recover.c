@@ -232,7 +232,6 @@ enum { M_NONE, M_REACH, M_FREE, M_CACHED, M_RETIRED, M_FLIGHT };
 struct marks {
 	ns_cache *c;
 	uint8_t *m;
-	const uint8_t *shade;  /* live audit: chunks moved meanwhile; or NULL */
 	bool live;             /* clients attached: seeing a chunk twice is a
 				* move, not an error; walks must be stable */
 	bool unstable;         /* live: a list kept changing under the walk */
@@ -472,33 +471,31 @@ static void mark_slots(struct marks *mk)
 static void mark_slot(struct marks *mk, struct ns_slot_shm *s)
 {
 	ns_cache *c = mk->c;
+	uint64_t n = 0;
 
-	{
-		for (int k = 0; k < NS_MAX_CLASSES; k++)
-			for (int j = 0; j < s->cache_n[k] && j < NS_SLOT_CACHE; j++)
-				if (mark(mk, s->cache[k][j], M_CACHED, "slot cache"))
-					mk->rep->cached++;
-		uint64_t n = 0;
-		for (ns_off_t off = s->retire_head; off; n++) {
-			if (n > mk->rep->chunks)
-				break;
-			/* The head may also sit in the cache (see recovery). */
-			if (off == s->retire_head && marked(mk, off)) {
-				off = ns__item(c, off)->next;
-				continue;
-			}
-			if (!mark(mk, off, M_RETIRED, "retire list"))
-				break;
-			mk->rep->retired++;
+	for (int k = 0; k < NS_MAX_CLASSES; k++)
+		for (int j = 0; j < s->cache_n[k] && j < NS_SLOT_CACHE; j++)
+			if (mark(mk, s->cache[k][j], M_CACHED, "slot cache"))
+				mk->rep->cached++;
+	for (ns_off_t off = s->retire_head; off; n++) {
+		if (n > mk->rep->chunks)
+			break;
+		/* The head may also sit in the cache (see recovery). */
+		if (off == s->retire_head && marked(mk, off)) {
 			off = ns__item(c, off)->next;
+			continue;
 		}
-		if (s->in_new && !marked(mk, s->in_new) &&
-		    mark(mk, s->in_new, M_FLIGHT, "intent"))
-			mk->rep->in_flight++;
-		if (s->in_old && !marked(mk, s->in_old) &&
-		    mark(mk, s->in_old, M_FLIGHT, "intent"))
-			mk->rep->in_flight++;
+		if (!mark(mk, off, M_RETIRED, "retire list"))
+			break;
+		mk->rep->retired++;
+		off = ns__item(c, off)->next;
 	}
+	if (s->in_new && !marked(mk, s->in_new) &&
+	    mark(mk, s->in_new, M_FLIGHT, "intent"))
+		mk->rep->in_flight++;
+	if (s->in_old && !marked(mk, s->in_old) &&
+	    mark(mk, s->in_old, M_FLIGHT, "intent"))
+		mk->rep->in_flight++;
 }
 
 static int run_marks_mode(ns_cache *c, struct ns_verify_report *rep,
@@ -509,7 +506,6 @@ static int run_marks_mode(ns_cache *c, struct ns_verify_report *rep,
 	memset(rep, 0, sizeof(*rep));
 	mk->c = c;
 	mk->rep = rep;
-	mk->shade = NULL;
 	mk->live = live;
 	mk->unstable = false;
 	mk->max_per_page = NS_PAGE_SIZE / NS_MIN_CHUNK;
@@ -554,10 +550,7 @@ static uint64_t sweep(struct marks *mk, void (*fn)(ns_cache *, int, ns_off_t))
 		if (carved > c->classes[k - 1].per_page)
 			carved = c->classes[k - 1].per_page;
 		for (uint32_t i = 0; i < carved; i++) {
-			uint64_t id = p * mk->max_per_page + i;
-			if (mk->m[id] != M_NONE)
-				continue;
-			if (mk->shade && (ns_load_relaxed(&mk->shade[id >> 3]) & (1u << (id & 7))))
+			if (mk->m[p * mk->max_per_page + i] != M_NONE)
 				continue;
 			n++;
 			if (fn)
@@ -667,7 +660,8 @@ struct page_snap {
 
 /* The live sweep: chunks of pages whose class is still the snapshot's and
  * that are not moving, carved by the snapshot, neither marked nor shaded. */
-static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap)
+static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap,
+			       const uint8_t *shade)
 {
 	ns_cache *c = mk->c;
 	uint64_t n = 0;
@@ -682,7 +676,7 @@ static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap)
 		for (uint32_t i = 0; i < carved; i++) {
 			uint64_t id = p * mk->max_per_page + i;
 			if (mk->m[id] != M_NONE ||
-			    (ns_load_relaxed(&mk->shade[id >> 3]) & (1u << (id & 7))))
+			    (ns_load_relaxed(&shade[id >> 3]) & (1u << (id & 7))))
 				continue;
 			n++;
 			ns__push_free(c, (int)k - 1, c->data_off + (uint64_t)p * NS_PAGE_SIZE +
@@ -752,10 +746,8 @@ static int64_t audit_live(ns_cache *c, struct ns_thr *t)
 	err = wait_sections(c, t, seen);
 	if (err == 0 && mk.unstable)
 		err = NS_EBUSY; /* a list kept changing: cannot trust the marks */
-	if (err == 0) {
-		mk.shade = c->audit_map;
-		n = sweep_snapshot(&mk, snap);
-	}
+	if (err == 0)
+		n = sweep_snapshot(&mk, snap, c->audit_map);
 	free(mk.m);
 out:
 	ns_store_release(&c->hdr->audit_active, 0u);

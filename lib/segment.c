@@ -124,26 +124,28 @@ static uint64_t test_clock_ms; /* process-local; tests only */
 
 void ns__test_clock(uint64_t ms) { ns_store_relaxed(&test_clock_ms, ms); }
 
-uint64_t ns__now_ms(void)
+/* CLOCK in ms, or the test clock when one is set (it stands for both
+ * realtime clocks). */
+static uint64_t clock_ms(clockid_t clock)
 {
 	uint64_t t = ns_load_relaxed(&test_clock_ms);
 	struct timespec ts;
 
 	if (ns_unlikely(t != 0))
 		return t;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clock, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t ns__coarse_ms(void)
+uint64_t ns__now_ms(void) { return clock_ms(CLOCK_REALTIME); }
+uint64_t ns__coarse_ms(void) { return clock_ms(CLOCK_REALTIME_COARSE); }
+
+uint64_t ns__mono_us(void)
 {
-	uint64_t t = ns_load_relaxed(&test_clock_ms);
 	struct timespec ts;
 
-	if (ns_unlikely(t != 0))
-		return t;
-	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static int shm_path(char *buf, size_t cap, const char *name)

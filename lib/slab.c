@@ -172,24 +172,6 @@ static void park(ns_cache *c, ns_off_t off)
 	} while (ns_cmpxchg(&pg->park_head, h, off) != h);
 }
 
-void ns__push_free(ns_cache *c, int cls, ns_off_t off)
-{
-	struct ns_class_shm *cl = &c->classes[cls];
-	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
-	uint64_t h;
-
-	if (ns_unlikely(draining(c, off))) {
-		park(c, off);
-		return;
-	}
-	ns__shade(c, off);
-	it->state = NS_CH_FREE;
-	do {
-		h = ns_load_acquire(&cl->free_head);
-		it->next = head_off(h);
-	} while (!cas64(&cl->free_head, h, pack(off, head_tag(h) + 1)));
-}
-
 /* Push without the draining check: nsd handing a moved page's chunks to
  * their new class. */
 void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off)
@@ -205,6 +187,15 @@ void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off)
 		it->next = head_off(h);
 	} while (!cas64(&cl->free_head, h, pack(off, head_tag(h) + 1)));
 }
+
+void ns__push_free(ns_cache *c, int cls, ns_off_t off)
+{
+	if (ns_unlikely(draining(c, off)))
+		park(c, off);
+	else
+		ns__push_free_raw(c, cls, off);
+}
+
 
 size_t ns__slab_sift(ns_cache *c, struct ns_thr *t, int cls)
 {
@@ -411,21 +402,11 @@ int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
 
 	/* The sample was read without a lock; confirm under the bucket lock
 	 * that the chunk is still the item the index points at. */
-	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + best);
-	uint64_t b = ns_load_relaxed(&it->hash) & c->mask;
-	ns_store_relaxed(&t->slot->in_bucket, b + 1);
-	int err = ns__bucket_lock(c, t, b);
-	if (err) {
-		ns_store_relaxed(&t->slot->in_bucket, 0ull);
+	int err = ns__unlink_chunk(c, t, best, NS_GONE_EVICT, 0, false, now);
+	if (err < 0)
 		return err;
-	}
-	uint64_t *word = ns__chain_find_locked(c, b, best);
-	if (word == NULL) {
-		ns__bucket_unlock(c, t, b);
-		ns_store_relaxed(&t->slot->in_bucket, 0ull);
+	if (err == 0)
 		return NS_ENOTFOUND; /* it went away meanwhile: try again */
-	}
-	ns__unlink_locked(c, t, b, word, best, NS_GONE_EVICT);
 	ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
 	ns_add_return(&cl->evictions, 1ull);
 	return 0;
