@@ -35,6 +35,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,78 +165,78 @@ static int parse_bool(const char *s, bool *out)
 	return 0;
 }
 
+/* The settings, by name: how to parse each and where it goes. */
+enum kind { K_NAME, K_SIZE, K_UINT, K_LEVEL, K_BOOL };
+static const struct setting {
+	const char *name;
+	unsigned bit;           /* S_*: set on the command line, the file yields */
+	enum kind kind;
+	size_t off;             /* offsetof(struct cfg, field) */
+	unsigned lo, hi;        /* K_UINT bounds */
+} settings[] = {
+	{ "segment", S_SEGMENT, K_NAME, offsetof(struct cfg, segment), 0, 0 },
+	{ "size", S_SIZE, K_SIZE, offsetof(struct cfg, size), 0, 0 },
+	{ "items", S_ITEMS, K_SIZE, offsetof(struct cfg, items), 0, 0 },
+	{ "tick_ms", S_TICK, K_UINT, offsetof(struct cfg, tick_ms), 1, 60000 },
+	{ "cpu_percent", S_CPU, K_UINT, offsetof(struct cfg, cpu_pct), 1, 100 },
+	{ "rebalance_ms", S_REBAL, K_UINT, offsetof(struct cfg, rebalance_ms), 0, 3600000 },
+	{ "log_level", S_LEVEL, K_LEVEL, offsetof(struct cfg, level), 0, 0 },
+	{ "create", S_CREATE, K_BOOL, offsetof(struct cfg, create), 0, 0 },
+	{ "syslog", S_SYSLOG, K_BOOL, offsetof(struct cfg, syslog), 0, 0 },
+};
+
 /* Apply one setting KEY = VAL to C unless the command line set it (when
- * FROM_FILE).  Returns 0 or -1 with a message in ERR. */
+ * FROM_FILE; numbers are still checked).  Returns 0 or -1 with a message
+ * in ERR. */
 static int apply(struct cfg *c, const char *key, const char *val, bool from_file,
 		 char *err, size_t errlen)
 {
-	unsigned bit = 0;
-	int r = -1;
+	const struct setting *st = NULL;
+	uint64_t u64;
+	unsigned u;
+	bool b;
+	int lvl, r;
 
-	if (strcmp(key, "segment") == 0) {
-		bit = S_SEGMENT;
-		if (!(from_file && (c->set_by_cli & bit)) && strlen(val) <= NS_NAME_MAX) {
-			snprintf(c->segment, sizeof(c->segment), "%s", val);
-			r = 0;
-		} else if (from_file && (c->set_by_cli & bit)) {
-			r = 0;
-		}
-	} else if (strcmp(key, "size") == 0) {
-		bit = S_SIZE;
-		uint64_t v;
-		r = parse_size(val, &v);
-		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
-			c->size = v;
-	} else if (strcmp(key, "items") == 0) {
-		bit = S_ITEMS;
-		uint64_t v;
-		r = parse_size(val, &v);
-		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
-			c->items = v;
-	} else if (strcmp(key, "tick_ms") == 0) {
-		bit = S_TICK;
-		unsigned v;
-		r = parse_uint(val, 1, 60000, &v);
-		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
-			c->tick_ms = v;
-	} else if (strcmp(key, "cpu_percent") == 0) {
-		bit = S_CPU;
-		unsigned v;
-		r = parse_uint(val, 1, 100, &v);
-		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
-			c->cpu_pct = v;
-	} else if (strcmp(key, "rebalance_ms") == 0) {
-		bit = S_REBAL;
-		unsigned v;
-		r = parse_uint(val, 0, 3600000, &v);
-		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
-			c->rebalance_ms = v;
-	} else if (strcmp(key, "log_level") == 0) {
-		bit = S_LEVEL;
-		int v;
-		r = parse_level(val, &v);
-		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
-			c->level = v;
-	} else if (strcmp(key, "create") == 0) {
-		bit = S_CREATE;
-		bool v;
-		r = parse_bool(val, &v);
-		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
-			c->create = v;
-	} else if (strcmp(key, "syslog") == 0) {
-		bit = S_SYSLOG;
-		bool v;
-		r = parse_bool(val, &v);
-		if (r == 0 && !(from_file && (c->set_by_cli & bit)))
-			c->syslog = v;
-	} else {
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
+		if (strcmp(key, settings[i].name) == 0)
+			st = &settings[i];
+	if (st == NULL) {
 		snprintf(err, errlen, "unknown setting '%s'", key);
 		return -1;
+	}
+	bool keep = from_file && (c->set_by_cli & st->bit);
+	void *field = (char *)c + st->off;
+	switch (st->kind) {
+	case K_NAME:
+		r = keep || strlen(val) <= NS_NAME_MAX ? 0 : -1;
+		if (r == 0 && !keep)
+			snprintf(field, sizeof(c->segment), "%s", val);
+		break;
+	case K_SIZE:
+		r = parse_size(val, &u64);
+		if (r == 0 && !keep)
+			*(uint64_t *)field = u64;
+		break;
+	case K_UINT:
+		r = parse_uint(val, st->lo, st->hi, &u);
+		if (r == 0 && !keep)
+			*(unsigned *)field = u;
+		break;
+	case K_LEVEL:
+		r = parse_level(val, &lvl);
+		if (r == 0 && !keep)
+			*(int *)field = lvl;
+		break;
+	default:
+		r = parse_bool(val, &b);
+		if (r == 0 && !keep)
+			*(bool *)field = b;
+		break;
 	}
 	if (r != 0)
 		snprintf(err, errlen, "bad value '%s' for %s", val, key);
 	else if (!from_file)
-		c->set_by_cli |= bit;
+		c->set_by_cli |= st->bit;
 	return r;
 }
 
