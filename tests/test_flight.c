@@ -421,6 +421,43 @@ static void loader_error_is_returned_and_nothing_stored(void **state)
 	assert_memory_equal(buf, "second-try", 10);
 }
 
+/* A loader that breaks its contract (a positive result, or a NULL value
+ * with a length) gets the caller NS_EINVAL, and nothing is stored. */
+static int positive_loader(void *arg, const void *key, size_t klen, struct ns_value *out)
+{
+	(void)arg; (void)key; (void)klen;
+	out->val = "x";
+	out->vlen = 1;
+	return 1;
+}
+
+static int null_value_loader(void *arg, const void *key, size_t klen, struct ns_value *out)
+{
+	(void)arg; (void)key; (void)klen;
+	out->val = NULL;
+	out->vlen = 5;
+	return 0;
+}
+
+static void broken_loader_is_einval(void **state)
+{
+	struct fix *f = *state;
+	char buf[16];
+	size_t n = 0;
+
+	assert_int_equal(ns_get_or_set(f->s, "bad", 3, buf, sizeof(buf), &n,
+				       positive_loader, NULL, NULL), NS_EINVAL);
+	assert_int_equal(ns_exists(f->s, "bad", 3), NS_ENOTFOUND);
+	assert_int_equal(ns_get_or_set(f->s, "bad", 3, buf, sizeof(buf), &n,
+				       null_value_loader, NULL, NULL), NS_EINVAL);
+	assert_int_equal(ns_exists(f->s, "bad", 3), NS_ENOTFOUND);
+	/* The flight was released: a good loader now loads at once. */
+	struct ldr good = mkldr(f->sh, 0, "bad", "fine");
+	assert_int_equal(ns_get_or_set(f->s, "bad", 3, buf, sizeof(buf), &n,
+				       loader, &good, NULL), 0);
+	assert_int_equal(n, 4);
+}
+
 /* ---- processes ---------------------------------------------------------- */
 
 #define RACERS 8
@@ -785,6 +822,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(loader_error_is_returned_and_nothing_stored,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(broken_loader_is_einval, setup, teardown),
 		cmocka_unit_test_setup_teardown(eight_racers_load_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(killed_loader_is_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(failed_loader_is_replaced, setup, teardown),

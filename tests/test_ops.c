@@ -1065,6 +1065,13 @@ static void update_keep_delete_and_abort(void **state)
 	assert_true(u.saw_null);
 	assert_absent(f->s, "absent");
 
+	/* A result that is none of STORE, DELETE, KEEP is NS_EINVAL, and
+	 * nothing changes. */
+	u = (struct upd){ .ret = 7, .val = "no", .vlen = 2 };
+	assert_code(ns_update(f->s, K("k"), upd_fn, &u), NS_EINVAL);
+	assert_value(f->s, "k", "orig");
+	assert_int_equal(version_of(f->s, "k"), v);
+
 	/* A negative result aborts and comes back unchanged: a made-up code,
 	 * and one of ours. */
 	u = (struct upd){ .ret = -4242, .val = "no", .vlen = 2 };

@@ -834,6 +834,8 @@ static void test_errors(void **state)
 	size_t n;
 
 	assert_int_equal(ns_space_config(NULL, 0, 0), NS_EINVAL);
+	/* "Never" is a store's choice, not a default. */
+	assert_int_equal(ns_space_config(f->a, NS_TTL_NEVER, 0), NS_EINVAL);
 	assert_int_equal(ns_space_info(NULL, &i), NS_EINVAL);
 	assert_int_equal(ns_space_info(f->a, NULL), NS_EINVAL);
 	assert_int_equal(ns_space_list(NULL, out, 4, &n), NS_EINVAL);
