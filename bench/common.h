@@ -24,7 +24,7 @@ static inline uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void sleep_ns(long ns)
+static inline void sleep_ns(long ns)
 {
 	struct timespec ts = { .tv_sec = ns / 1000000000L,
 			       .tv_nsec = ns % 1000000000L };
@@ -33,7 +33,7 @@ static void sleep_ns(long ns)
 		;
 }
 
-static void kill_children(const pid_t *pids, unsigned n)
+static inline void kill_children(const pid_t *pids, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
 		if (pids[i] > 0)
@@ -44,7 +44,7 @@ static void kill_children(const pid_t *pids, unsigned n)
 				;
 }
 
-static bool parse_u64(const char *s, uint64_t *out)
+static inline bool parse_u64(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
@@ -60,7 +60,7 @@ static bool parse_u64(const char *s, uint64_t *out)
 }
 
 /* BYTES with an optional k/m/g suffix (and a "B", "iB" after it). */
-static bool parse_size(const char *s, size_t *out)
+static inline bool parse_size(const char *s, size_t *out)
 {
 	char *end;
 	unsigned long long v;

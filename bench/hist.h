@@ -44,7 +44,7 @@ static inline unsigned hist_index(uint64_t v)
 }
 
 /* The midpoint of bucket I, the value reported for everything in it. */
-static uint64_t hist_value(unsigned i)
+static inline uint64_t hist_value(unsigned i)
 {
 	unsigned j, e;
 	uint64_t lo, width;
@@ -67,7 +67,7 @@ static inline void hist_record(struct hist *h, uint64_t v)
 	h->count[hist_index(v)]++;
 }
 
-static void hist_merge(struct hist *into, const struct hist *from)
+static inline void hist_merge(struct hist *into, const struct hist *from)
 {
 	into->n += from->n;
 	into->sum += from->sum;
@@ -82,7 +82,7 @@ static void hist_merge(struct hist *into, const struct hist *from)
  * ceil(Q * n)-th smallest value.  The top bucket is reported as the exact
  * maximum, which it always contains.
  */
-static uint64_t hist_quantile(const struct hist *h, double q)
+static inline uint64_t hist_quantile(const struct hist *h, double q)
 {
 	uint64_t rank, seen = 0;
 

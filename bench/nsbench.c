@@ -37,6 +37,7 @@
  * list of key=value fields, one line per backend and operation, so that
  * `grep -v '^#'` plus a split on spaces and '=' parses it.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -55,30 +56,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "namestore.h"
+#include "bench.h"
 #include "common.h"
 #include "hist.h"
 
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                            */
 /* ------------------------------------------------------------------------ */
-
-enum { BACKEND_NS = 1u << 0, BACKEND_RWLOCK = 1u << 1 };
-
-struct config {
-	unsigned procs;         /* worker processes per backend */
-	double seconds;         /* length of the timed loop */
-	uint32_t keys;          /* size of the key set */
-	size_t value_size;      /* bytes of every value */
-	unsigned read_pct;      /* share of gets, 0 to 100 */
-	bool zipf;              /* key distribution: Zipf or uniform */
-	double zipf_s;          /* Zipf exponent */
-	unsigned backends;      /* BACKEND_* bits */
-	size_t size;            /* bytes of the NameStore segment */
-	bool prefer_writer;     /* rwlock kind: see rw_setup() */
-	uint64_t seed;          /* base of the per-process random streams */
-	const char *nsd;        /* run this nsd on the segment; NULL: none */
-};
 
 /*
  * 0.99 is the Zipf constant of YCSB (Cooper et al., "Benchmarking Cloud
@@ -90,7 +74,6 @@ struct config {
 #define DEFAULT_VALUE_SIZE 64u
 #define DEFAULT_READ_PCT 90u
 #define DEFAULT_SECONDS 5.0
-#define DEFAULT_SIZE ((size_t)256 << 20)
 
 /*
  * The largest value the rwlock table accepts; entries are fixed-size, so
@@ -217,6 +200,7 @@ struct proc_result {
 	uint64_t errors[OP_COUNT];      /* unexpected return codes */
 	int first_error;                /* the first of them, 0 if none */
 	uint64_t hits, misses;          /* outcome of the gets */
+	uint64_t bad;                   /* hits whose value was not the key's */
 	uint64_t end_ns;                /* when the child's last op ended */
 	struct hist lat[OP_COUNT];
 };
@@ -236,62 +220,11 @@ struct run_shm {
 };
 
 /*
- * Keys live in one table built before fork: "key:%08u" is 12 bytes for the
- * default key counts and at most 14 for any 32-bit index, so each key gets
- * KEY_STRIDE bytes with its length in the last one.  Formatting a key per
- * operation would cost as much as a NameStore get and blur the comparison.
- */
-#define KEY_STRIDE 16u
-
-struct bench {
-	struct config cfg;
-	char *keytab;                   /* keys * KEY_STRIDE bytes */
-	double *zipf_cdf;               /* NULL for the uniform distribution */
-	struct run_shm *run;            /* MAP_SHARED, one slot per child */
-	size_t run_size;
-	uint64_t timer_ns;              /* cost of one clock_gettime() */
-
-	/* ns backend. */
-	char seg_name[NS_NAME_MAX + 1];
-	ns_cache *cache;
-	ns_space *space;
-	pid_t nsd_pid;                  /* the janitor we started, or 0 */
-
-	/* rwlock backend. */
-	struct rw_shm *rw;
-};
-
-static inline const char *key_at(const struct bench *b, uint32_t k,
-				 size_t *klen)
-{
-	const char *p = b->keytab + (size_t)k * KEY_STRIDE;
-
-	*klen = (unsigned char)p[KEY_STRIDE - 1];
-	return p;
-}
-
-/*
- * Values are filled deterministically: a fixed byte pattern with the key
- * index stamped in front, so a value depends only on its key and two runs
- * write the same bytes.
- */
-static void value_fill(unsigned char *val, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		val[i] = (unsigned char)(i * 31u + 7u);
-}
-
-static inline void value_stamp(unsigned char *val, size_t len, uint32_t k)
-{
-	memcpy(val, &k, len < sizeof(k) ? len : sizeof(k));
-}
-
-/*
  * Set by SIGINT or SIGTERM in the parent; the wait loops look at it.  A
  * volatile sig_atomic_t is the one type C promises a signal handler may
  * write and the interrupted code read; it is never shared between processes.
  */
-static volatile sig_atomic_t stop_requested;
+volatile sig_atomic_t stop_requested;
 
 static void on_stop_signal(int sig)
 {
@@ -300,436 +233,45 @@ static void on_stop_signal(int sig)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Backend interface                                                        */
+/* The stores                                                               */
 /* ------------------------------------------------------------------------ */
 
 /*
- * The two stores behind one set of function pointers, so that the timed
- * loop is the same code for both and each pays the same indirect call.
- * get and set return 0, NS_ENOTFOUND (get only: a miss) or another negative
- * NS_E* code, which the loop counts as an error.
+ * Every store nsbench knows, in the order they run.  The peers are built
+ * only when meson found their client library (bench/meson.build); a NULL
+ * entry names one that was not, so asking for it gives a clear error
+ * instead of a silent gap in a table.
  */
-struct backend {
+static const struct {
 	const char *name;
-	unsigned bit;
-	int (*setup)(struct bench *b);          /* parent, before fork */
-	int (*get)(struct bench *b, const char *key, size_t klen, void *buf,
-		   size_t cap);
-	int (*set)(struct bench *b, const char *key, size_t klen,
-		   const void *val, size_t vlen);
-	void (*child_exit)(struct bench *b);    /* child, after its loop */
-	void (*teardown)(struct bench *b);      /* parent, after the run */
+	const struct backend *be;
+	const char *needs;              /* Debian packages to build and run it */
+} backends[] = {
+	{ "ns", &be_ns, NULL },
+	{ "rwlock", &be_rwlock, NULL },
+#ifdef HAVE_LMDB
+	{ "lmdb", &be_lmdb, NULL },
+#else
+	{ "lmdb", NULL, "liblmdb-dev" },
+#endif
+#ifdef HAVE_TDB
+	{ "tdb", &be_tdb, NULL },
+#else
+	{ "tdb", NULL, "libtdb-dev" },
+#endif
+#ifdef HAVE_REDIS
+	{ "redis", &be_redis, NULL },
+#else
+	{ "redis", NULL, "libhiredis-dev redis-server" },
+#endif
+#ifdef HAVE_MEMCACHED
+	{ "memcached", &be_memcached, NULL },
+#else
+	{ "memcached", NULL, "libmemcached-dev memcached" },
+#endif
 };
 
-/* ------------------------------------------------------------------------ */
-/* Backend ns                                                               */
-/* ------------------------------------------------------------------------ */
-
-static int ns_be_setup(struct bench *b)
-{
-	struct ns_attach_opts opts = {
-		.flags = NS_CREATE | NS_EXCL,
-		.size = b->cfg.size,
-		.max_items = b->cfg.keys,
-		.mode = 0600,
-	};
-	unsigned char *val = NULL;
-	uint64_t failed = 0;
-	int first_err = 0, rc;
-	size_t klen, max;
-
-	snprintf(b->seg_name, sizeof(b->seg_name), "nsbench.%ld",
-		 (long)getpid());
-	rc = ns_attach(b->seg_name, &opts, &b->cache);
-	if (rc == NS_EEXIST) {
-		/*
-		 * The name carries our pid, so an existing segment is a leftover
-		 * of an earlier nsbench that had the same pid and was killed
-		 * before it could unlink; it is ours to remove.
-		 */
-		fprintf(stderr, "nsbench: removing stale segment %s\n",
-			b->seg_name);
-		ns_unlink(b->seg_name);
-		rc = ns_attach(b->seg_name, &opts, &b->cache);
-	}
-	if (rc) {
-		fprintf(stderr, "nsbench: ns_attach(%s, %zu bytes): %s\n",
-			b->seg_name, b->cfg.size, ns_strerror(rc));
-		b->cache = NULL;
-		goto out;
-	}
-	rc = ns_space_open(b->cache, "bench:kv", &b->space);
-	if (rc) {
-		fprintf(stderr, "nsbench: ns_space_open(bench:kv): %s\n",
-			ns_strerror(rc));
-		goto out;
-	}
-	key_at(b, b->cfg.keys - 1, &klen);
-	max = ns_max_value(b->cache, klen);
-	if (b->cfg.value_size > max) {
-		fprintf(stderr,
-			"nsbench: --value-size %zu is over the segment's largest "
-			"value, %zu bytes\n", b->cfg.value_size, max);
-		rc = NS_E2BIG;
-		goto out;
-	}
-
-	val = malloc(b->cfg.value_size ? b->cfg.value_size : 1);
-	if (!val) {
-		rc = NS_ENOMEM;
-		fprintf(stderr, "nsbench: out of memory\n");
-		goto out;
-	}
-	value_fill(val, b->cfg.value_size);
-	for (uint32_t k = 0; k < b->cfg.keys && !stop_requested; k++) {
-		const char *key = key_at(b, k, &klen);
-		int err;
-
-		value_stamp(val, b->cfg.value_size, k);
-		err = ns_set(b->space, key, klen, val, b->cfg.value_size, 0);
-		if (err) {
-			failed++;
-			if (!first_err)
-				first_err = err;
-		}
-	}
-	if (failed)
-		printf("# backend=ns preload_failed=%" PRIu64 " first_error=\"%s\""
-		       " (those keys start as misses)\n",
-		       failed, ns_strerror(first_err));
-	rc = stop_requested ? NS_EINVAL : 0;
-	if (rc == 0 && b->cfg.nsd) {
-		/* The janitor, as in production: it pays the grace periods'
-		 * membarrier, so the clients' sets do not. */
-		b->nsd_pid = fork();
-		if (b->nsd_pid == 0) {
-			execl(b->cfg.nsd, "nsd", "--foreground", "--log-level", "error",
-			      "--segment", b->seg_name, (char *)NULL);
-			_exit(127);
-		}
-		if (b->nsd_pid < 0) {
-			b->nsd_pid = 0;
-			fprintf(stderr, "nsbench: cannot start nsd: %s\n", strerror(errno));
-			rc = NS_EINVAL;
-		} else {
-			usleep(300000); /* its first ticks */
-			printf("# backend=ns nsd=%s pid=%d\n", b->cfg.nsd, (int)b->nsd_pid);
-		}
-	}
-out:
-	free(val);
-	return rc;
-}
-
-static int ns_be_get(struct bench *b, const char *key, size_t klen,
-		     void *buf, size_t cap)
-{
-	size_t vlen;
-
-	return ns_get(b->space, key, klen, buf, cap, &vlen);
-}
-
-static int ns_be_set(struct bench *b, const char *key, size_t klen,
-		     const void *val, size_t vlen)
-{
-	return ns_set(b->space, key, klen, val, vlen, 0);
-}
-
-/*
- * A child gives its client slot back before exiting; the parent's
- * attachment is a separate mapping and is not affected.
- */
-static void ns_be_child_exit(struct bench *b)
-{
-	ns_detach(b->cache);
-}
-
-static void ns_be_teardown(struct bench *b)
-{
-	if (b->nsd_pid > 0) {
-		kill(b->nsd_pid, SIGTERM);
-		waitpid(b->nsd_pid, NULL, 0);
-		b->nsd_pid = 0;
-	}
-	if (b->cache) {
-		ns_detach(b->cache);
-		ns_unlink(b->seg_name);
-	}
-	b->cache = NULL;
-	b->space = NULL;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Backend rwlock                                                           */
-/* ------------------------------------------------------------------------ */
-
-/*
- * The baseline table, laid out in one anonymous shared region:
- *
- *   +-----------+----------------------+--------------------------------+
- *   | rw_shm    | buckets[nbuckets]    | entries[nentries]              |
- *   | (lock,    | (offset of the first | (rw_entry + value, fixed size, |
- *   |  sizes)   |  entry, 0 = empty)   |  chained by offset)            |
- *   +-----------+----------------------+--------------------------------+
- *
- * Every link is a byte offset from the start of the region, as it would
- * have to be if unrelated processes mapped it at different addresses (the
- * children here inherit one address, but the baseline should pay what a
- * real one pays).  Offset 0 is the header, so it can mean "none".  Entries
- * are never freed: the key set is fixed and preloaded, and a set of an
- * existing key overwrites its value in place under the write lock.  The
- * bucket array is the next power of two at or above the key count, so the
- * average chain holds at most one entry, as in APCu's and lua_shared_dict's
- * tables sized for their load.
- */
-#define RW_KEY_MAX KEY_STRIDE
-
-struct rw_shm {
-	pthread_rwlock_t lock;          /* guards everything below */
-	uint64_t nbuckets;              /* a power of two; fixed at setup */
-	uint64_t nentries;              /* capacity of the entry array */
-	uint64_t used;                  /* entries handed out; write lock */
-	uint64_t entry_size;            /* bytes per entry, value included */
-	uint64_t buckets_off;           /* offset of buckets[] */
-	uint64_t entries_off;           /* offset of entries[0] */
-	size_t map_size;                /* bytes of the whole region */
-};
-
-struct rw_entry {
-	uint64_t next;                  /* offset of the next entry, 0 = end */
-	uint32_t hash;                  /* full hash, compared before the key */
-	uint32_t vlen;                  /* bytes of value */
-	uint8_t klen;
-	char key[RW_KEY_MAX];
-	unsigned char val[];            /* entry_size - sizeof(rw_entry) */
-};
-
-/*
- * FNV-1a (Fowler, Noll and Vo, http://www.isthe.com/chongo/tech/comp/fnv/),
- * 64-bit, folded to 32 bits with a xor-shift so that the low bits used to
- * pick a bucket depend on every input byte.  It is the kind of simple byte
- * hash such tables use, and it runs before the lock is taken, as a careful
- * implementation would do.
- */
-static inline uint32_t rw_hash(const char *key, size_t klen)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (size_t i = 0; i < klen; i++) {
-		h ^= (unsigned char)key[i];
-		h *= 0x100000001b3ull;
-	}
-	return (uint32_t)(h ^ (h >> 32));
-}
-
-/*
- * Offsets to pointers.  rw_be_setup() rounds every offset and the entry
- * size to a multiple of 8 (buckets and entries to 64), so the casts below
- * are always aligned.
- */
-static inline uint64_t *rw_buckets(struct rw_shm *t)
-{
-	return (uint64_t *)((char *)t + t->buckets_off);
-}
-
-static inline struct rw_entry *rw_entry_at(struct rw_shm *t, uint64_t off)
-{
-	return (struct rw_entry *)((char *)t + off);
-}
-
-/* The entry for KEY, or NULL.  Caller holds the lock, read or write. */
-static struct rw_entry *rw_find_locked(struct rw_shm *t, uint32_t hash,
-				       const char *key, size_t klen)
-{
-	uint64_t off = rw_buckets(t)[hash & (t->nbuckets - 1)];
-
-	while (off) {
-		struct rw_entry *e = rw_entry_at(t, off);
-
-		if (e->hash == hash && e->klen == klen &&
-		    memcmp(e->key, key, klen) == 0)
-			return e;
-		off = e->next;
-	}
-	return NULL;
-}
-
-static int rw_be_get(struct bench *b, const char *key, size_t klen,
-		     void *buf, size_t cap)
-{
-	struct rw_shm *t = b->rw;
-	uint32_t hash = rw_hash(key, klen);
-	struct rw_entry *e;
-	int rc = NS_ENOTFOUND;
-
-	pthread_rwlock_rdlock(&t->lock);
-	e = rw_find_locked(t, hash, key, klen);
-	if (e) {
-		if (e->vlen <= cap) {
-			memcpy(buf, e->val, e->vlen);
-			rc = 0;
-		} else {
-			rc = NS_ERANGE;
-		}
-	}
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-static int rw_be_set(struct bench *b, const char *key, size_t klen,
-		     const void *val, size_t vlen)
-{
-	struct rw_shm *t = b->rw;
-	uint32_t hash = rw_hash(key, klen);
-	struct rw_entry *e;
-	int rc = 0;
-
-	if (klen > RW_KEY_MAX || vlen > t->entry_size - sizeof(*e))
-		return NS_E2BIG;
-	pthread_rwlock_wrlock(&t->lock);
-	e = rw_find_locked(t, hash, key, klen);
-	if (!e) {
-		uint64_t *bucket = &rw_buckets(t)[hash & (t->nbuckets - 1)];
-		uint64_t off;
-
-		if (t->used == t->nentries) {
-			rc = NS_ENOMEM;
-			goto unlock;
-		}
-		off = t->entries_off + t->used++ * t->entry_size;
-		e = rw_entry_at(t, off);
-		e->hash = hash;
-		e->klen = (uint8_t)klen;
-		memcpy(e->key, key, klen);
-		e->next = *bucket;
-		*bucket = off;
-	}
-	memcpy(e->val, val, vlen);
-	e->vlen = (uint32_t)vlen;
-unlock:
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-/*
- * glibc's default rwlock prefers readers: a reader joins a read-held lock
- * even while a writer waits.  That is what APCu gets (it only sets
- * PTHREAD_PROCESS_SHARED), so it is the default here; --rwlock-prefer-writer
- * switches to PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP, which bounds the
- * wait of a set at the cost of the gets.
- */
-static int rw_be_setup(struct bench *b)
-{
-	pthread_rwlockattr_t attr;
-	struct rw_shm *t;
-	uint64_t nbuckets = 1, entry_size, buckets_off, entries_off;
-	size_t map_size;
-	unsigned char *val = NULL;
-	int rc = 0, err;
-
-	while (nbuckets < b->cfg.keys)
-		nbuckets <<= 1;
-	entry_size = (sizeof(struct rw_entry) + b->cfg.value_size + 7u) &
-		     ~(uint64_t)7u;
-	buckets_off = (sizeof(struct rw_shm) + 63u) & ~(uint64_t)63u;
-	entries_off = (buckets_off + nbuckets * sizeof(uint64_t) + 63u) &
-		      ~(uint64_t)63u;
-	map_size = (size_t)(entries_off + (uint64_t)b->cfg.keys * entry_size);
-
-	t = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
-		 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (t == MAP_FAILED) {
-		fprintf(stderr, "nsbench: mmap of %zu bytes for rwlock: %s\n",
-			map_size, strerror(errno));
-		return NS_ENOMEM;
-	}
-	t->nbuckets = nbuckets;
-	t->nentries = b->cfg.keys;
-	t->used = 0;
-	t->entry_size = entry_size;
-	t->buckets_off = buckets_off;
-	t->entries_off = entries_off;
-	t->map_size = map_size;
-
-	pthread_rwlockattr_init(&attr);
-	err = pthread_rwlockattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-	if (!err && b->cfg.prefer_writer)
-		err = pthread_rwlockattr_setkind_np(
-			&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	if (!err)
-		err = pthread_rwlock_init(&t->lock, &attr);
-	pthread_rwlockattr_destroy(&attr);
-	if (err) {
-		fprintf(stderr, "nsbench: process-shared rwlock: %s\n",
-			strerror(err));
-		munmap(t, map_size);
-		return NS_EINVAL;
-	}
-	b->rw = t;
-
-	val = malloc(b->cfg.value_size ? b->cfg.value_size : 1);
-	if (!val) {
-		fprintf(stderr, "nsbench: out of memory\n");
-		rc = NS_ENOMEM;
-		goto out;
-	}
-	value_fill(val, b->cfg.value_size);
-	for (uint32_t k = 0; k < b->cfg.keys && !stop_requested; k++) {
-		size_t klen;
-		const char *key = key_at(b, k, &klen);
-
-		value_stamp(val, b->cfg.value_size, k);
-		rc = rw_be_set(b, key, klen, val, b->cfg.value_size);
-		if (rc) {
-			fprintf(stderr, "nsbench: rwlock preload: %s\n",
-				ns_strerror(rc));
-			goto out;
-		}
-	}
-	rc = stop_requested ? NS_EINVAL : 0;
-	if (rc == 0 && b->cfg.nsd) {
-		/* The janitor, as in production: it pays the grace periods'
-		 * membarrier, so the clients' sets do not. */
-		b->nsd_pid = fork();
-		if (b->nsd_pid == 0) {
-			execl(b->cfg.nsd, "nsd", "--foreground", "--log-level", "error",
-			      "--segment", b->seg_name, (char *)NULL);
-			_exit(127);
-		}
-		if (b->nsd_pid < 0) {
-			b->nsd_pid = 0;
-			fprintf(stderr, "nsbench: cannot start nsd: %s\n", strerror(errno));
-			rc = NS_EINVAL;
-		} else {
-			usleep(300000); /* its first ticks */
-			printf("# backend=ns nsd=%s pid=%d\n", b->cfg.nsd, (int)b->nsd_pid);
-		}
-	}
-out:
-	free(val);
-	return rc;
-}
-
-static void rw_be_child_exit(struct bench *b)
-{
-	(void)b;
-}
-
-static void rw_be_teardown(struct bench *b)
-{
-	if (b->rw) {
-		pthread_rwlock_destroy(&b->rw->lock);
-		munmap(b->rw, b->rw->map_size);
-	}
-	b->rw = NULL;
-}
-
-static const struct backend backends[] = {
-	{ "ns", BACKEND_NS, ns_be_setup, ns_be_get, ns_be_set,
-	  ns_be_child_exit, ns_be_teardown },
-	{ "rwlock", BACKEND_RWLOCK, rw_be_setup, rw_be_get, rw_be_set,
-	  rw_be_child_exit, rw_be_teardown },
-};
+#define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
 
 /* ------------------------------------------------------------------------ */
 /* The timed loop                                                           */
@@ -744,10 +286,14 @@ static inline void note_error(struct proc_result *r, enum op op, int rc)
 
 /*
  * One child: set up, check in, wait for the start, then loop until the
- * deadline.  Choosing the key and the operation and stamping the value
- * happen outside the two timer reads; only the store's call is timed.  The
- * end timestamp of each op doubles as the deadline check, so the loop reads
- * the clock exactly twice per op.
+ * deadline.  Choosing the key and the operation, stamping the value and
+ * checking a value read happen outside the two timer reads; only the
+ * store's call is timed.  The end timestamp of each op doubles as the
+ * deadline check, so the loop reads the clock exactly twice per op.
+ *
+ * Every hit is checked: a value is a function of its key (bench.h), so a
+ * torn, stale-from-another-key or truncated value shows as a mismatch, and
+ * a run with any is reported as failed.
  */
 static int child_main(struct bench *b, const struct backend *be,
 		      unsigned idx)
@@ -763,9 +309,14 @@ static int child_main(struct bench *b, const struct backend *be,
 
 	if (!val || !buf) {
 		fprintf(stderr, "nsbench: child %u: out of memory\n", idx);
-		goto out;
+		goto out_noexit;
 	}
 	value_fill(val, vsize);
+	if (be->child_init && be->child_init(b)) {
+		fprintf(stderr, "nsbench: child %u: %s: cannot connect or open\n",
+			idx, be->name);
+		goto out_noexit;
+	}
 
 	atomic_fetch_add_explicit(&b->run->ready, 1, memory_order_relaxed);
 	/* Pairs with the parent's release store of GO; see struct run_shm. */
@@ -779,6 +330,7 @@ static int child_main(struct bench *b, const struct backend *be,
 		size_t klen;
 		const char *key;
 		enum op op;
+		size_t got = 0;
 		int rc;
 
 		k = b->zipf_cdf ? zipf_pick(b->zipf_cdf, cfg->keys,
@@ -786,29 +338,31 @@ static int child_main(struct bench *b, const struct backend *be,
 				: rng_below(rng_next(&rng), cfg->keys);
 		key = key_at(b, k, &klen);
 		op = rng_below(x, 100) < cfg->read_pct ? OP_GET : OP_SET;
-		if (op == OP_SET)
-			value_stamp(val, vsize, k);
+		value_stamp(val, vsize, k);
 
 		t0 = now_ns();
 		if (op == OP_GET)
-			rc = be->get(b, key, klen, buf, vsize);
+			rc = be->get(b, key, klen, buf, vsize, &got);
 		else
 			rc = be->set(b, key, klen, val, vsize);
 		t1 = now_ns();
 
 		r->ops[op]++;
 		hist_record(&r->lat[op], t1 - t0);
-		if (op == OP_GET && rc == 0)
+		if (op == OP_GET && rc == 0) {
 			r->hits++;
-		else if (op == OP_GET && rc == NS_ENOTFOUND)
+			if (got != vsize || memcmp(buf, val, vsize) != 0)
+				r->bad++;
+		} else if (op == OP_GET && rc == NS_ENOTFOUND)
 			r->misses++;
 		else if (rc)
 			note_error(r, op, rc);
 	} while (t1 < deadline);
 	r->end_ns = t1;
 	status = 0;
-out:
-	be->child_exit(b);
+	if (be->child_exit)
+		be->child_exit(b);
+out_noexit:
 	free(val);
 	free(buf);
 	return status;
@@ -828,51 +382,175 @@ static bool forget_child(pid_t *pids, unsigned n, pid_t pid)
 	return false;
 }
 
-struct totals {
-	double ops_per_s;               /* all ops of all children */
+/* What one store did in one run, merged over its children. */
+struct result {
+	bool ran;                       /* false: setup or a child failed */
+	double elapsed;                 /* seconds, start to last op's end */
+	uint64_t ops[OP_COUNT], errors[OP_COUNT];
+	uint64_t hits, misses, bad;
+	int first_error;
+	struct hist lat[OP_COUNT];
+	uint64_t mem_bytes;             /* 0: the store does not say */
+	const char *mem_what;
 };
 
-static void print_op_line(const char *backend, enum op op,
-			  const struct hist *h, uint64_t ops, uint64_t errors,
-			  uint64_t hits, uint64_t misses, double elapsed)
+static double ops_per_s(const struct result *r, int op)
 {
-	printf("backend=%s op=%s ops=%" PRIu64 " ops_per_s=%.0f", backend,
-	       op_name[op], ops, (double)ops / elapsed);
-	if (op == OP_GET)
-		printf(" hits=%" PRIu64 " misses=%" PRIu64, hits, misses);
-	printf(" errors=%" PRIu64 " mean_ns=%.0f p50_ns=%" PRIu64
-	       " p99_ns=%" PRIu64 " p999_ns=%" PRIu64 " max_ns=%" PRIu64 "\n",
-	       errors, h->n ? (double)h->sum / (double)h->n : 0.0,
-	       hist_quantile(h, 0.50), hist_quantile(h, 0.99),
-	       hist_quantile(h, 0.999), h->max);
+	uint64_t n = op < 0 ? r->ops[OP_GET] + r->ops[OP_SET] : r->ops[op];
+
+	return r->elapsed > 0 ? (double)n / r->elapsed : 0.0;
+}
+
+static double hist_mean(const struct hist *h)
+{
+	return h->n ? (double)h->sum / (double)h->n : 0.0;
+}
+
+static void print_result(const struct bench *b, const char *name,
+			 const struct result *r)
+{
+	for (int op = 0; op < OP_COUNT; op++) {
+		const struct hist *h = &r->lat[op];
+
+		printf("backend=%s op=%s ops=%" PRIu64 " ops_per_s=%.0f", name,
+		       op_name[op], r->ops[op], ops_per_s(r, op));
+		if (op == OP_GET)
+			printf(" hits=%" PRIu64 " misses=%" PRIu64
+			       " bad=%" PRIu64, r->hits, r->misses, r->bad);
+		printf(" errors=%" PRIu64 " mean_ns=%.0f p50_ns=%" PRIu64
+		       " p99_ns=%" PRIu64 " p999_ns=%" PRIu64 " max_ns=%" PRIu64
+		       "\n", r->errors[op], hist_mean(h),
+		       hist_quantile(h, 0.50), hist_quantile(h, 0.99),
+		       hist_quantile(h, 0.999), h->max);
+	}
+	printf("backend=%s op=all ops=%" PRIu64 " ops_per_s=%.0f procs=%u "
+	       "elapsed_s=%.3f errors=%" PRIu64 " bad=%" PRIu64 "\n", name,
+	       r->ops[OP_GET] + r->ops[OP_SET], ops_per_s(r, -1),
+	       b->cfg.procs, r->elapsed, r->errors[OP_GET] + r->errors[OP_SET], r->bad);
+	if (r->first_error)
+		printf("# backend=%s first_error=\"%s\"\n", name,
+		       ns_strerror(r->first_error));
+	if (r->mem_bytes)
+		printf("# backend=%s memory_bytes=%" PRIu64 " per_item=%.1f "
+		       "(%s)\n", name, r->mem_bytes,
+		       (double)r->mem_bytes / b->cfg.keys, r->mem_what);
+}
+
+/* S as a JSON string: quotes, backslashes and control bytes escaped. */
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; s && *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+static void json_op(FILE *f, const struct result *r, int op)
+{
+	const struct hist *h = &r->lat[op];
+
+	fprintf(f, "{\"ops\":%" PRIu64 ",\"ops_per_s\":%.0f,\"errors\":%" PRIu64
+		",\"mean_ns\":%.0f,\"p50_ns\":%" PRIu64 ",\"p90_ns\":%" PRIu64
+		",\"p99_ns\":%" PRIu64 ",\"p999_ns\":%" PRIu64
+		",\"max_ns\":%" PRIu64 "}", r->ops[op], ops_per_s(r, op),
+		r->errors[op], hist_mean(h), hist_quantile(h, 0.50),
+		hist_quantile(h, 0.90), hist_quantile(h, 0.99),
+		hist_quantile(h, 0.999), h->max);
 }
 
 /*
- * Run one backend: set it up, fork the children, start them together, reap
- * them, then merge and print their results.  Returns 0, or -1 if the run
- * could not be done (the reason is printed).
+ * One JSON object per line and per store and run: the run's settings, the
+ * outcome, and per-operation figures.  A store that could not run gets a
+ * line too ("ok": false), so a table built from the file shows the gap and
+ * its reason instead of silently losing the cell.
+ */
+static void json_result(const struct bench *b, const char *name,
+			const struct result *r, const char *why)
+{
+	const struct config *cfg = &b->cfg;
+	FILE *f;
+
+	if (!cfg->json)
+		return;
+	f = fopen(cfg->json, "a");
+	if (!f) {
+		fprintf(stderr, "nsbench: %s: %s\n", cfg->json, strerror(errno));
+		return;
+	}
+	fprintf(f, "{\"backend\":");
+	json_str(f, name);
+	fprintf(f, ",\"label\":");
+	json_str(f, cfg->label ? cfg->label : "");
+	fprintf(f, ",\"procs\":%u,\"keys\":%" PRIu32 ",\"value_size\":%zu"
+		",\"read_pct\":%u,\"dist\":\"%s\",\"zipf_s\":%g,\"seconds\":%g"
+		",\"timer_ns\":%" PRIu64 ",\"cpus\":%ld,\"ok\":%s",
+		cfg->procs, cfg->keys, cfg->value_size, cfg->read_pct,
+		cfg->zipf ? "zipf" : "uniform", cfg->zipf ? cfg->zipf_s : 0.0,
+		cfg->seconds, b->timer_ns, sysconf(_SC_NPROCESSORS_ONLN),
+		r->ran ? "true" : "false");
+	if (!r->ran) {
+		fprintf(f, ",\"why\":");
+		json_str(f, why);
+	} else {
+		fprintf(f, ",\"elapsed_s\":%.3f,\"ops_per_s\":%.0f,\"hits\":%"
+			PRIu64 ",\"misses\":%" PRIu64 ",\"bad\":%" PRIu64
+			",\"get\":", r->elapsed, ops_per_s(r, -1), r->hits,
+			r->misses, r->bad);
+		json_op(f, r, OP_GET);
+		fprintf(f, ",\"set\":");
+		json_op(f, r, OP_SET);
+		if (r->first_error) {
+			fprintf(f, ",\"first_error\":");
+			json_str(f, ns_strerror(r->first_error));
+		}
+	}
+	if (r->mem_bytes) {
+		fprintf(f, ",\"mem_bytes\":%" PRIu64 ",\"mem_what\":",
+			r->mem_bytes);
+		json_str(f, r->mem_what);
+	}
+	fprintf(f, "}\n");
+	fclose(f);
+}
+
+/*
+ * Run one store: set it up, fork the children, start them together, reap
+ * them, then merge their results into R.  Returns 0, or -1 if the run
+ * could not be done (the reason is printed and left in *WHY).
  */
 static int run_backend(struct bench *b, const struct backend *be,
-		       struct totals *tot)
+		       struct result *res, const char **why)
 {
 	unsigned n = b->cfg.procs, started = 0;
 	pid_t *pids = calloc(n, sizeof(*pids));
-	struct hist *merged = calloc(OP_COUNT, sizeof(*merged));
-	uint64_t ops[OP_COUNT] = { 0 }, errors[OP_COUNT] = { 0 };
-	uint64_t hits = 0, misses = 0, end = 0, t;
-	int first_error = 0, rc = -1;
-	double elapsed;
+	uint64_t end = 0, t;
+	int rc = -1;
 
-	if (!pids || !merged) {
+	*why = "out of memory";
+	memset(res, 0, sizeof(*res));
+	if (!pids) {
 		fprintf(stderr, "nsbench: out of memory\n");
 		goto out;
 	}
+	*why = "setup failed (see stderr)";
+	fflush(stdout);
 	if (be->setup(b))
 		goto teardown;
+	if (be->memory && be->memory(b, &res->mem_bytes, &res->mem_what))
+		res->mem_bytes = 0;
 	memset(b->run, 0, b->run_size);
 
 	fflush(stdout);
 	fflush(stderr);
+	*why = "a child failed (see stderr)";
 	for (started = 0; started < n; started++) {
 		pid_t pid = fork();
 
@@ -948,14 +626,15 @@ static int run_backend(struct bench *b, const struct backend *be,
 		const struct proc_result *r = &b->run->res[i];
 
 		for (int op = 0; op < OP_COUNT; op++) {
-			ops[op] += r->ops[op];
-			errors[op] += r->errors[op];
-			hist_merge(&merged[op], &r->lat[op]);
+			res->ops[op] += r->ops[op];
+			res->errors[op] += r->errors[op];
+			hist_merge(&res->lat[op], &r->lat[op]);
 		}
-		if (!first_error)
-			first_error = r->first_error;
-		hits += r->hits;
-		misses += r->misses;
+		if (!res->first_error)
+			res->first_error = r->first_error;
+		res->hits += r->hits;
+		res->misses += r->misses;
+		res->bad += r->bad;
 		if (r->end_ns > end)
 			end = r->end_ns;
 	}
@@ -964,21 +643,10 @@ static int run_backend(struct bench *b, const struct backend *be,
 	 * the slowest child: a child blocked on a lock at the deadline
 	 * finishes its op late, and that time is part of the result.
 	 */
-	elapsed = (double)(end - b->run->start_ns) / 1e9;
-	if (elapsed <= 0)
-		elapsed = 1e-9;
-	for (int op = 0; op < OP_COUNT; op++)
-		print_op_line(be->name, (enum op)op, &merged[op], ops[op],
-			      errors[op], hits, misses, elapsed);
-	tot->ops_per_s = (double)(ops[OP_GET] + ops[OP_SET]) / elapsed;
-	printf("backend=%s op=all ops=%" PRIu64 " ops_per_s=%.0f procs=%u "
-	       "elapsed_s=%.3f errors=%" PRIu64 "\n",
-	       be->name, ops[OP_GET] + ops[OP_SET], tot->ops_per_s, n,
-	       elapsed, errors[OP_GET] + errors[OP_SET]);
-	if (first_error)
-		printf("# backend=%s first_error=\"%s\"\n", be->name,
-		       ns_strerror(first_error));
-	fflush(stdout);
+	res->elapsed = (double)(end - b->run->start_ns) / 1e9;
+	if (res->elapsed <= 0)
+		res->elapsed = 1e-9;
+	res->ran = true;
 	rc = 0;
 	goto teardown;
 kill:
@@ -986,7 +654,6 @@ kill:
 teardown:
 	be->teardown(b);
 out:
-	free(merged);
 	free(pids);
 	return rc;
 }
@@ -1030,12 +697,19 @@ static void usage(FILE *f)
 "  -r, --read-pct P         percentage of gets (default %u)\n"
 "  -d, --dist uniform|zipf  key distribution (default zipf)\n"
 "  -s, --zipf-s S           Zipf exponent (default %.2f)\n"
-"  -b, --backend ns|rwlock|both   stores to measure (default both)\n"
+"  -b, --backend LIST       stores to measure, comma-separated: ns, rwlock,\n"
+"                           lmdb, tdb, redis, memcached; all; both = ns,rwlock\n"
+"                           (default both)\n"
 "  -S, --size BYTES         NameStore segment size, k/m/g suffixes\n"
-"                           allowed (default 256m)\n"
+"                           allowed (default: from keys and value size)\n"
 "      --rwlock-prefer-writer  writer-preferring rwlock for the baseline\n"
 "      --seed N             base seed of the random streams (default 1)\n"
 "      --nsd PATH           run the janitor PATH on the NameStore segment\n"
+"      --json FILE          append one JSON line per store to FILE\n"
+"      --label TEXT         copied into every JSON line\n"
+"      --chase              also time a pointer chase over as many bytes as\n"
+"                           NameStore's index and data (the memory limit)\n"
+"      --server-threads N   memcached worker threads (default: online CPUs)\n"
 "  -h, --help               this text\n",
 		DEFAULT_SECONDS, DEFAULT_KEYS, DEFAULT_VALUE_SIZE,
 		DEFAULT_READ_PCT, DEFAULT_ZIPF_S);
@@ -1050,9 +724,64 @@ static bool parse_double(const char *s, double *out)
 	return *s && !*end && !errno;
 }
 
-enum { OPT_PREFER_WRITER = 256, OPT_SEED, OPT_NSD };
+enum {
+	OPT_PREFER_WRITER = 256, OPT_SEED, OPT_NSD, OPT_JSON, OPT_LABEL,
+	OPT_CHASE, OPT_SERVER_THREADS,
+};
 
-static int parse_args(int argc, char **argv, struct config *cfg)
+/*
+ * "ns,rwlock,lmdb": a comma-separated list of store names, "all" for every
+ * store this binary was built with, or "both" for ns,rwlock (the default,
+ * as before the peers existed).
+ */
+static bool parse_backends(const char *arg, uint64_t *out)
+{
+	char *copy = strdup(arg), *save = NULL;
+	uint64_t set = 0;
+	bool ok = copy != NULL;
+
+	for (char *w = copy ? strtok_r(copy, ",", &save) : NULL; w && ok;
+	     w = strtok_r(NULL, ",", &save)) {
+		size_t i;
+
+		if (strcmp(w, "all") == 0) {
+			for (i = 0; i < NBACKENDS; i++)
+				if (backends[i].be)
+					set |= 1ull << i;
+			continue;
+		}
+		if (strcmp(w, "both") == 0) {
+			set |= 3u;
+			continue;
+		}
+		for (i = 0; i < NBACKENDS; i++)
+			if (strcmp(w, backends[i].name) == 0)
+				break;
+		if (i == NBACKENDS) {
+			fprintf(stderr, "nsbench: unknown store '%s' (stores: "
+				"ns, rwlock, lmdb, tdb, redis, memcached, all)\n",
+				w);
+			ok = false;
+		} else if (!backends[i].be) {
+			fprintf(stderr, "nsbench: store '%s' is not built: "
+				"install %s and configure the build again "
+				"(bench/setup-peers.sh does both)\n", w,
+				backends[i].needs);
+			ok = false;
+		} else {
+			set |= 1ull << i;
+		}
+	}
+	free(copy);
+	if (ok && !set) {
+		fprintf(stderr, "nsbench: no store named in '%s'\n", arg);
+		ok = false;
+	}
+	*out = set;
+	return ok;
+}
+
+static int parse_args(int argc, char **argv, struct config *cfg, bool *chase)
 {
 	static const struct option longopts[] = {
 		{ "procs", required_argument, NULL, 'p' },
@@ -1067,6 +796,10 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 		{ "rwlock-prefer-writer", no_argument, NULL, OPT_PREFER_WRITER },
 		{ "seed", required_argument, NULL, OPT_SEED },
 		{ "nsd", required_argument, NULL, OPT_NSD },
+		{ "json", required_argument, NULL, OPT_JSON },
+		{ "label", required_argument, NULL, OPT_LABEL },
+		{ "chase", no_argument, NULL, OPT_CHASE },
+		{ "server-threads", required_argument, NULL, OPT_SERVER_THREADS },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1082,8 +815,9 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 		.read_pct = DEFAULT_READ_PCT,
 		.zipf = true,
 		.zipf_s = DEFAULT_ZIPF_S,
-		.backends = BACKEND_NS | BACKEND_RWLOCK,
-		.size = DEFAULT_SIZE,
+		.backends = 3u,
+		.size = 0,
+		.server_threads = ncpu > 0 ? (unsigned)ncpu : 1u,
 		.seed = 1,
 	};
 
@@ -1129,18 +863,26 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 				goto bad;
 			break;
 		case 'b':
-			if (strcmp(optarg, "ns") == 0)
-				cfg->backends = BACKEND_NS;
-			else if (strcmp(optarg, "rwlock") == 0)
-				cfg->backends = BACKEND_RWLOCK;
-			else if (strcmp(optarg, "both") == 0)
-				cfg->backends = BACKEND_NS | BACKEND_RWLOCK;
-			else
-				goto bad;
+			if (!parse_backends(optarg, &cfg->backends))
+				return -1;
 			break;
 		case 'S':
 			if (!parse_size(optarg, &cfg->size) || cfg->size == 0)
 				goto bad;
+			break;
+		case OPT_JSON:
+			cfg->json = optarg;
+			break;
+		case OPT_LABEL:
+			cfg->label = optarg;
+			break;
+		case OPT_CHASE:
+			*chase = true;
+			break;
+		case OPT_SERVER_THREADS:
+			if (!parse_u64(optarg, &u) || u < 1 || u > 64)
+				goto bad;
+			cfg->server_threads = (unsigned)u;
 			break;
 		case OPT_PREFER_WRITER:
 			cfg->prefer_writer = true;
@@ -1179,15 +921,100 @@ bad:
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* The memory limit                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What a get cannot avoid: on a table too big for the caches, the line
+ * that holds the value is a cache miss (and, with 4 KiB pages, a TLB miss)
+ * whatever the store's design.  The pointer chase measures exactly that:
+ * BYTES of shared anonymous memory (tmpfs pages, as a segment in /dev/shm
+ * has) cut into 64-byte nodes linked in one random cycle (Sattolo's
+ * algorithm: a uniformly random cyclic permutation, so the walk visits
+ * every node and the hardware prefetcher cannot guess the next address),
+ * then followed hop by hop, each load depending on the one before.  Such
+ * loops are the standard way to measure memory latency (lmbench's
+ * lat_mem_rd, McVoy and Staelin, USENIX 1996).  Returns ns per hop, or a
+ * negative number if the memory could not be had.
+ */
+static double chase_ns_per_hop(size_t bytes)
+{
+	size_t n = bytes / 64, hops = 4u << 20;
+	uint64_t *mem, rng = 12345, t0, t1;
+	uint32_t *perm;
+	volatile uint64_t sink;
+	uint64_t at = 0;
+
+	if (n < 2)
+		return -1;
+	mem = mmap(NULL, n * 64, PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	perm = malloc(n * sizeof(*perm));
+	if (mem == MAP_FAILED || !perm) {
+		if (mem != MAP_FAILED)
+			munmap(mem, n * 64);
+		free(perm);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		perm[i] = (uint32_t)i;
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = rng_below(rng_next(&rng), (uint32_t)i);
+		uint32_t tmp = perm[i];
+
+		perm[i] = perm[j];
+		perm[j] = tmp;
+	}
+	/* perm is now one cycle; node perm[i] links to node perm[i + 1]. */
+	for (size_t i = 0; i < n; i++)
+		mem[(size_t)perm[i] * 8] = (uint64_t)perm[(i + 1) % n] * 8;
+	free(perm);
+	for (size_t i = 0; i < n && i < hops; i++) /* warm the TLB and caches */
+		at = mem[at];
+	t0 = now_ns();
+	for (size_t i = 0; i < hops; i++)
+		at = mem[at];
+	t1 = now_ns();
+	sink = at;
+	(void)sink;
+	munmap(mem, n * 64);
+	return (double)(t1 - t0) / (double)hops;
+}
+
+/* ------------------------------------------------------------------------ */
+/* main                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Remove the scratch directory and whatever a store left in it. */
+static void remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[PATH_MAX];
+
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (unlink(path) != 0 && errno == EISDIR)
+			remove_dir(path);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
 	struct bench b = { 0 };
-	struct totals tot[2] = { { 0 } };
+	struct result *res = NULL;
 	struct sigaction sa = { 0 };
+	bool chase = false;
 	int status = 1;
-	bool ran[2] = { false, false };
 
-	if (parse_args(argc, argv, &b.cfg))
+	if (parse_args(argc, argv, &b.cfg, &chase))
 		return 2;
 
 	/* No SA_RESTART: a signal must interrupt the parent's waitpid(). */
@@ -1196,8 +1023,9 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
+	res = calloc(NBACKENDS, sizeof(*res));
 	b.keytab = malloc((size_t)b.cfg.keys * KEY_STRIDE);
-	if (!b.keytab) {
+	if (!b.keytab || !res) {
 		fprintf(stderr, "nsbench: out of memory for %u keys\n",
 			b.cfg.keys);
 		goto out;
@@ -1223,6 +1051,18 @@ int main(int argc, char **argv)
 	if (b.run == MAP_FAILED) {
 		fprintf(stderr, "nsbench: mmap: %s\n", strerror(errno));
 		b.run = NULL;
+		goto out;
+	}
+	/*
+	 * The peers' files (LMDB, TDB) and sockets (Redis, memcached) go in
+	 * a private directory in /dev/shm, so that every store keeps its data
+	 * in the same tmpfs memory NameStore's segment lives in.
+	 */
+	snprintf(b.dir, sizeof(b.dir), "/dev/shm/nsbench.XXXXXX");
+	if (!mkdtemp(b.dir)) {
+		fprintf(stderr, "nsbench: mkdtemp(%s): %s\n", b.dir,
+			strerror(errno));
+		b.dir[0] = '\0';
 		goto out;
 	}
 	b.timer_ns = measure_timer();
@@ -1252,25 +1092,83 @@ int main(int argc, char **argv)
 #endif
 
 	status = 0;
-	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-		if (!(b.cfg.backends & backends[i].bit) || stop_requested)
+	for (size_t i = 0; i < NBACKENDS; i++) {
+		const struct backend *be = backends[i].be;
+		const char *why = NULL;
+
+		if (!(b.cfg.backends & (1ull << i)) || stop_requested)
 			continue;
-		if (run_backend(&b, &backends[i], &tot[i]))
+		printf("# backend=%s what=\"%s\"\n", be->name, be->what);
+		if (run_backend(&b, be, &res[i], &why)) {
 			status = 1;
-		else
-			ran[i] = true;
+			printf("# backend=%s failed: %s\n", be->name, why);
+		} else {
+			print_result(&b, be->name, &res[i]);
+			if (res[i].bad || res[i].errors[OP_GET] ||
+			    res[i].errors[OP_SET])
+				status = 1;
+		}
+		json_result(&b, be->name, &res[i], why);
+		fflush(stdout);
 	}
-	if (ran[0] && ran[1] && tot[1].ops_per_s > 0)
-		printf("compare=ns/rwlock ns_ops_per_s=%.0f rwlock_ops_per_s=%.0f"
-		       " ratio=%.2f\n", tot[0].ops_per_s, tot[1].ops_per_s,
-		       tot[0].ops_per_s / tot[1].ops_per_s);
+	for (size_t i = 1; i < NBACKENDS; i++)
+		if (res[0].ran && res[i].ran && ops_per_s(&res[i], -1) > 0)
+			printf("compare=ns/%s ns_ops_per_s=%.0f %s_ops_per_s=%.0f"
+			       " ratio=%.2f\n", backends[i].name,
+			       ops_per_s(&res[0], -1), backends[i].name,
+			       ops_per_s(&res[i], -1),
+			       ops_per_s(&res[0], -1) / ops_per_s(&res[i], -1));
+	if (chase && !stop_requested) {
+		/* NameStore's own footprint if it ran; else an estimate of
+		 * header + key + value + index slot per key. */
+		size_t bytes = b.ns_data_bytes ? b.ns_data_bytes
+			: (size_t)b.cfg.keys * (64u + KEY_STRIDE +
+						b.cfg.value_size + 64u);
+		double hop = chase_ns_per_hop(bytes);
+
+		if (hop <= 0) {
+			fprintf(stderr, "nsbench: no memory for the chase\n");
+			status = 1;
+		} else {
+			printf("backend=chase bytes=%zu ns_per_hop=%.1f\n", bytes,
+			       hop);
+			if (res[0].ran && res[0].lat[OP_GET].n)
+				printf("compare=ns_get/chase get_mean_ns=%.0f "
+				       "minus_timer_ns=%.0f ratio=%.2f\n",
+				       hist_mean(&res[0].lat[OP_GET]),
+				       hist_mean(&res[0].lat[OP_GET]) -
+				       (double)b.timer_ns,
+				       (hist_mean(&res[0].lat[OP_GET]) -
+					(double)b.timer_ns) / hop);
+			if (b.cfg.json) {
+				FILE *f = fopen(b.cfg.json, "a");
+
+				if (f) {
+					fprintf(f, "{\"backend\":\"chase\","
+						"\"label\":");
+					json_str(f, b.cfg.label ? b.cfg.label
+								: "");
+					fprintf(f, ",\"keys\":%" PRIu32
+						",\"value_size\":%zu,\"bytes\":%zu"
+						",\"ns_per_hop\":%.2f,\"timer_ns\":%"
+						PRIu64 ",\"ok\":true}\n",
+						b.cfg.keys, b.cfg.value_size,
+						bytes, hop, b.timer_ns);
+					fclose(f);
+				}
+			}
+		}
+	}
 	if (stop_requested) {
 		fprintf(stderr, "nsbench: interrupted\n");
 		status = 130;
 	}
 out:
+	if (b.dir[0])
+		remove_dir(b.dir);
 	if (b.run)
 		munmap(b.run, b.run_size);
+	free(res);
 	free(b.zipf_cdf);
 	free(b.keytab);
 	return status;
