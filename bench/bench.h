@@ -101,9 +101,12 @@ static inline const char *key_at(const struct bench *b, uint32_t k,
 }
 
 /*
- * Values are deterministic: a fixed byte pattern with the key index stamped
- * in front, so a value depends only on its key, every writer writes the
- * same bytes for a key, and a reader can check what it got.
+ * Values: a fixed byte pattern with the key index stamped in bytes 0-3 and
+ * a generation in bytes 4-7 (values of 8 bytes or more).  A reader checks
+ * everything but the generation, so a torn, foreign or truncated value is
+ * caught; the generation changes with every set, so that each set really
+ * writes new bytes (TDB, for one, skips a store whose value is unchanged,
+ * which would turn its sets into lookups).
  */
 static inline void value_fill(unsigned char *val, size_t len)
 {
@@ -114,6 +117,24 @@ static inline void value_fill(unsigned char *val, size_t len)
 static inline void value_stamp(unsigned char *val, size_t len, uint32_t k)
 {
 	memcpy(val, &k, len < sizeof(k) ? len : sizeof(k));
+}
+
+static inline void value_set_gen(unsigned char *val, size_t len, uint32_t gen)
+{
+	if (len >= 8)
+		memcpy(val + 4, &gen, sizeof(gen));
+}
+
+/* GOT bytes in BUF against the stamped template VAL of LEN bytes. */
+static inline bool value_ok(const unsigned char *buf, size_t got,
+			    const unsigned char *val, size_t len)
+{
+	if (got != len)
+		return false;
+	if (len < 8)
+		return memcmp(buf, val, len) == 0;
+	return memcmp(buf, val, 4) == 0 &&
+	       memcmp(buf + 8, val + 8, len - 8) == 0;
 }
 
 /* Set by SIGINT or SIGTERM in the parent; long loops look at it. */

@@ -35,7 +35,11 @@ while (($#)); do
 done
 
 NSBENCH=build-rel/bench/nsbench
-if [[ ! -x $NSBENCH ]]; then
+# NameStore runs as deployed, with its janitor: nsd pays the grace periods
+# (one membarrier per tick) that the writers would otherwise pay, as the
+# servers of Redis and memcached are part of theirs.
+NSD=build-rel/daemon/nsd
+if [[ ! -x $NSBENCH || ! -x $NSD ]]; then
 	echo "compare.sh: $NSBENCH missing; run bench/setup-peers.sh" >&2
 	exit 1
 fi
@@ -77,7 +81,7 @@ for procs in "${procss[@]}"; do
 	echo "# cell $cells: keys=$keys value=$size dist=$dist read=$read" \
 		"procs=$procs" | tee -a "$log"
 	status=0
-	"$NSBENCH" -b all -p "$procs" -t "$seconds" -k "$keys" \
+	"$NSBENCH" -b all --nsd "$NSD" -p "$procs" -t "$seconds" -k "$keys" \
 		-v "$size" -r "$read" -d "$dist" --json "$jsonl" \
 		--label "$label" "${extra[@]}" >"$cell_out" 2>&1 || status=$?
 	cat "$cell_out" >>"$log"

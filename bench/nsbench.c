@@ -305,6 +305,7 @@ static int child_main(struct bench *b, const struct backend *be,
 	unsigned char *val = malloc(vsize ? vsize : 1);
 	unsigned char *buf = malloc(vsize ? vsize : 1);
 	uint64_t deadline, t0, t1 = 0;
+	uint32_t gen = idx << 24;       /* distinct per child */
 	int status = 1;
 
 	if (!val || !buf) {
@@ -339,6 +340,8 @@ static int child_main(struct bench *b, const struct backend *be,
 		key = key_at(b, k, &klen);
 		op = rng_below(x, 100) < cfg->read_pct ? OP_GET : OP_SET;
 		value_stamp(val, vsize, k);
+		if (op == OP_SET)
+			value_set_gen(val, vsize, ++gen);
 
 		t0 = now_ns();
 		if (op == OP_GET)
@@ -351,7 +354,7 @@ static int child_main(struct bench *b, const struct backend *be,
 		hist_record(&r->lat[op], t1 - t0);
 		if (op == OP_GET && rc == 0) {
 			r->hits++;
-			if (got != vsize || memcmp(buf, val, vsize) != 0)
+			if (!value_ok(buf, got, val, vsize))
 				r->bad++;
 		} else if (op == OP_GET && rc == NS_ENOTFOUND)
 			r->misses++;
