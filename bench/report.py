@@ -63,6 +63,7 @@ def main():
         sys.exit("usage: report.py RESULTS.jsonl OUTDIR")
     rows, chase = load(sys.argv[1])
     out = sys.argv[2]
+    os.makedirs(out, exist_ok=True)
     cells = {}
     for r in rows:
         cells.setdefault(cell_key(r), {})[r["backend"]] = r
@@ -153,8 +154,9 @@ def main():
         mw = max(within) if within else m
         goals.append((
             "get p99.9 < 5 µs in every NameStore cell",
-            "highest %s (%s keys, %d B, %s, %d%% gets, %d procs); "
-            "highest with processes ≤ cores: %s" % (
+            "%d of %d cells over 5 µs; highest %s (%s keys, %d B, %s, "
+            "%d%% gets, %d procs); highest with processes ≤ cores: %s" % (
+                sum(1 for x in p if x[0] >= 5000), len(p),
                 fmt_ns(m[0]), f"{m[1][0]:,}", m[1][1], m[1][2], m[1][3],
                 m[1][4], fmt_ns(mw[0])),
             m[0] < 5000))
@@ -168,13 +170,13 @@ def main():
             g = c["ns"]["get"]["mean_ns"] - c["ns"]["timer_ns"]
             cr.append((g / ch[(k[0], k[1])]["ns_per_hop"], k, g,
                        ch[(k[0], k[1])]["ns_per_hop"]))
-    m1 = [x for x in cr if x[1][0] == 1000000]
+    m1 = sorted((x for x in cr if x[1][0] == 1000000), key=lambda x: x[1])
     if m1:
-        m = max(m1)
         goals.append((
             "1M keys: get ≤ 2.5x the pointer-chase limit",
-            "%.2fx (%d B values, uniform: get %.0f ns, one dependent miss "
-            "%.0f ns)" % (m[0], m[1][1], m[2], m[3]), m[0] <= 2.5))
+            "; ".join("%d B values %.2fx (get %.0f ns, one dependent miss "
+                      "%.0f ns)" % (x[1][1], x[0], x[2], x[3]) for x in m1),
+            all(x[0] <= 2.5 for x in m1)))
     mem = {}
     for k, c in cells.items():
         if k[0] == 1000000 and k[1] == 64:
