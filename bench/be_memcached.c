@@ -78,9 +78,6 @@
 /* How long memcached may take to listen; it starts in milliseconds. */
 #define MC_START_MS 10000u
 
-/* How much of the server's log to show when it failed to start. */
-#define MC_LOG_TAIL 2048
-
 /* memcached's defaults for -c and -I (memcached -h). */
 #define MC_DEFAULT_CONNS 1024u
 #define MC_DEFAULT_ITEM_MAX ((size_t)1 << 20)
@@ -243,24 +240,6 @@ static int mc_read_stats(struct mc_be *m, memcached_st *mc,
 	return rc == MEMCACHED_SUCCESS ? 0 : mc_error(m, mc, "stats", rc);
 }
 
-/* Show the end of the server's log: it says why it did not start. */
-static void mc_show_log(const struct mc_be *m)
-{
-	char tail[MC_LOG_TAIL + 1];
-	FILE *f = fopen(m->log, "r");
-	size_t n;
-
-	if (!f)
-		return;
-	if (fseek(f, -MC_LOG_TAIL, SEEK_END) != 0)
-		rewind(f);
-	n = fread(tail, 1, MC_LOG_TAIL, f);
-	tail[n] = '\0';
-	fclose(f);
-	if (n)
-		fprintf(stderr, "nsbench: end of %s:\n%s\n", m->log, tail);
-}
-
 static int mc_start(struct bench *b, struct mc_be *m)
 {
 	char mem[16], threads[16], conns[16], hashpower[32], item_max[24];
@@ -310,10 +289,8 @@ static int mc_start(struct bench *b, struct mc_be *m)
 		m->pid = 0;
 		return NS_EINVAL;
 	}
-	if (bench_wait_socket(m->sock, m->pid, MC_START_MS)) {
-		mc_show_log(m);
+	if (bench_wait_socket(m->sock, m->pid, m->log, MC_START_MS))
 		return NS_EINVAL;
-	}
 	return 0;
 }
 

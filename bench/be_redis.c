@@ -70,9 +70,6 @@
 /* How long redis-server may take to listen; it starts in milliseconds. */
 #define REDIS_START_MS 10000u
 
-/* How much of the server's log to show when it failed to start. */
-#define REDIS_LOG_TAIL 2048
-
 struct redis_be {
 	pid_t pid;                      /* the redis-server we run, or 0 */
 	char sock[PATH_MAX];            /* its unix socket */
@@ -198,24 +195,6 @@ static int redis_used_memory(struct redis_be *r, uint64_t *out)
 	return rc;
 }
 
-/* Show the end of the server's log: it says why it did not start. */
-static void redis_show_log(const struct redis_be *r)
-{
-	char tail[REDIS_LOG_TAIL + 1];
-	FILE *f = fopen(r->log, "r");
-	size_t n;
-
-	if (!f)
-		return;
-	if (fseek(f, -REDIS_LOG_TAIL, SEEK_END) != 0)
-		rewind(f);
-	n = fread(tail, 1, REDIS_LOG_TAIL, f);
-	tail[n] = '\0';
-	fclose(f);
-	if (n)
-		fprintf(stderr, "nsbench: end of %s:\n%s\n", r->log, tail);
-}
-
 static int redis_start(struct bench *b, struct redis_be *r)
 {
 	char maxmem[32];
@@ -240,10 +219,8 @@ static int redis_start(struct bench *b, struct redis_be *r)
 		r->pid = 0;
 		return NS_EINVAL;
 	}
-	if (bench_wait_socket(r->sock, r->pid, REDIS_START_MS)) {
-		redis_show_log(r);
+	if (bench_wait_socket(r->sock, r->pid, r->log, REDIS_START_MS))
 		return NS_EINVAL;
-	}
 	return 0;
 }
 

@@ -150,9 +150,11 @@ pid_t bench_spawn(const char *prog, char *const argv[], const char *log);
 
 /*
  * Wait until a unix socket at PATH accepts a connection, or TIMEOUT_MS
- * passes or PID exits.  0 when it accepts, -1 (reason printed) if not.
+ * passes or PID exits.  0 when it accepts; -1 if not, with the reason and
+ * the end of the server's LOG (which says why it did not start) printed.
  */
-int bench_wait_socket(const char *path, pid_t pid, unsigned timeout_ms);
+int bench_wait_socket(const char *path, pid_t pid, const char *log,
+		      unsigned timeout_ms);
 
 /* SIGTERM, then SIGKILL after 5 s if it is still there; then reap it. */
 void bench_stop_server(pid_t pid);

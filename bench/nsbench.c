@@ -524,6 +524,21 @@ static void json_result(const struct bench *b, const char *name,
 	fclose(f);
 }
 
+/* The pointer chase's JSON line (see chase_ns_per_hop()). */
+static void json_chase(const struct bench *b, size_t bytes, double hop)
+{
+	FILE *f = b->cfg.json ? fopen(b->cfg.json, "a") : NULL;
+
+	if (!f)
+		return;
+	fprintf(f, "{\"backend\":\"chase\",\"label\":");
+	json_str(f, b->cfg.label ? b->cfg.label : "");
+	fprintf(f, ",\"keys\":%" PRIu32 ",\"value_size\":%zu,\"bytes\":%zu"
+		",\"ns_per_hop\":%.2f,\"timer_ns\":%" PRIu64 ",\"ok\":true}\n",
+		b->cfg.keys, b->cfg.value_size, bytes, hop, b->timer_ns);
+	fclose(f);
+}
+
 /*
  * Run one store: set it up, fork the children, start them together, reap
  * them, then merge their results into R.  Returns 0, or -1 if the run
@@ -1143,23 +1158,7 @@ int main(int argc, char **argv)
 				       (double)b.timer_ns,
 				       (hist_mean(&res[0].lat[OP_GET]) -
 					(double)b.timer_ns) / hop);
-			if (b.cfg.json) {
-				FILE *f = fopen(b.cfg.json, "a");
-
-				if (f) {
-					fprintf(f, "{\"backend\":\"chase\","
-						"\"label\":");
-					json_str(f, b.cfg.label ? b.cfg.label
-								: "");
-					fprintf(f, ",\"keys\":%" PRIu32
-						",\"value_size\":%zu,\"bytes\":%zu"
-						",\"ns_per_hop\":%.2f,\"timer_ns\":%"
-						PRIu64 ",\"ok\":true}\n",
-						b.cfg.keys, b.cfg.value_size,
-						bytes, hop, b.timer_ns);
-					fclose(f);
-				}
-			}
+			json_chase(&b, bytes, hop);
 		}
 	}
 	if (stop_requested) {

@@ -46,7 +46,28 @@ pid_t bench_spawn(const char *prog, char *const argv[], const char *log)
 	return pid;
 }
 
-int bench_wait_socket(const char *path, pid_t pid, unsigned timeout_ms)
+/* How much of a server's log to show when it failed to start. */
+#define LOG_TAIL 2048
+
+static void show_log(const char *log)
+{
+	char tail[LOG_TAIL + 1];
+	FILE *f = fopen(log, "r");
+	size_t n;
+
+	if (!f)
+		return;
+	if (fseek(f, -LOG_TAIL, SEEK_END) != 0)
+		rewind(f);
+	n = fread(tail, 1, LOG_TAIL, f);
+	tail[n] = '\0';
+	fclose(f);
+	if (n)
+		fprintf(stderr, "nsbench: end of %s:\n%s\n", log, tail);
+}
+
+int bench_wait_socket(const char *path, pid_t pid, const char *log,
+		      unsigned timeout_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -72,13 +93,14 @@ int bench_wait_socket(const char *path, pid_t pid, unsigned timeout_ms)
 		close(fd);
 		if (waitpid(pid, &st, WNOHANG) == pid) {
 			fprintf(stderr, "nsbench: server for %s exited before "
-				"it listened (its log is in the scratch "
-				"directory)\n", path);
+				"it listened\n", path);
+			show_log(log);
 			return -1;
 		}
 		if (now_ns() > deadline || stop_requested) {
 			fprintf(stderr, "nsbench: no server on %s after %u ms\n",
 				path, timeout_ms);
+			show_log(log);
 			return -1;
 		}
 		sleep_ns(10000000);
