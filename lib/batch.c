@@ -33,13 +33,17 @@ int ns_mget(ns_space *s, struct ns_kv *kv, size_t n)
 		return NS_EINVAL;
 	c = s->c;
 	for (size_t base = 0; base < n; base += NS_MGET_WINDOW) {
-		size_t m = n - base < NS_MGET_WINDOW ? n - base : NS_MGET_WINDOW;
+		size_t m = n - base;
+
+		if (m > NS_MGET_WINDOW)
+			m = NS_MGET_WINDOW;
 
 		for (size_t i = 0; i < m; i++) {
 			struct ns_kv *k = &kv[base + i];
 			k->err = ns__check_key(k->key, k->klen);
 			if (k->err == 0 && k->buf == NULL && k->cap != 0)
 				k->err = NS_EINVAL;
+			h[i] = 0; /* never read for a key in error */
 			if (k->err)
 				continue;
 			h[i] = ns__hash(c->hdr->hash_seed, s->id, k->key, k->klen);
@@ -47,10 +51,11 @@ int ns_mget(ns_space *s, struct ns_kv *kv, size_t n)
 		}
 		for (size_t i = 0; i < m; i++) {
 			struct ns_bucket_shm *bk;
-			uint16_t tag = (uint16_t)(h[i] >> 48);
+			uint16_t tag;
 
 			if (kv[base + i].err)
-				continue;
+				continue; /* h[i] was never computed */
+			tag = (uint16_t)(h[i] >> 48);
 			bk = &c->buckets[h[i] & c->mask];
 			for (int j = 0; j < NS_BUCKET_SLOTS; j++) {
 				uint64_t w = ns_load_relaxed(&bk->slot[j]);

@@ -40,7 +40,9 @@ void ns__die_at(const char *file, int line, const char *fmt, ...)
 
 	fprintf(stderr, "namestore: fatal: %s:%d: ", file, line);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	/* clang 14's analyzer loses va_start here (valist.Uninitialized);
+	 * the va_list is plainly started on the line above. */
+	vfprintf(stderr, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
 	va_end(ap);
 	fputc('\n', stderr);
 	abort();

@@ -435,10 +435,10 @@ static int pick_page(ns_cache *c, struct ns_thr *t, int from)
 int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb)
 {
 	uint64_t now = ns__now_ms();
-	int r;
 
 	if (rb->page >= 0) {
-		r = ns__page_move_step(c, t, (uint32_t)rb->page);
+		int r = ns__page_move_step(c, t, (uint32_t)rb->page);
+
 		if (r == 1) {
 			rb->moved++;
 			rb->last_from = rb->from;

@@ -617,7 +617,6 @@ static int check_locked(ns_space *s, struct wr *w, struct ns_item_shm *it,
 	ns_cache *c = s->c;
 	struct ns_item_shm *o = old ? (struct ns_item_shm *)(c->base + old) : NULL;
 	bool vis = o && ns__visible(c, o, now);
-	int err;
 
 	*was_visible = vis;
 	switch (w->mode) {
@@ -639,6 +638,8 @@ static int check_locked(ns_space *s, struct wr *w, struct ns_item_shm *it,
 		int64_t v = w->initial;
 		if (vis) {
 			int64_t cur;
+			int err;
+
 			if (ns__ptr(c, old + sizeof(*o) + o->klen, o->vlen) == NULL)
 				return NS_ECORRUPT;
 			err = parse_i64(item_key(o) + o->klen, o->vlen, &cur);
@@ -1089,7 +1090,7 @@ int ns_update(ns_space *s, const void *key, size_t klen, ns_update_fn *fn,
 		int r;
 
 		err = ns_get_ex(s, key, klen, buf, cap, &vlen, &info);
-		if (err == NS_ERANGE) {
+		if (err == NS_ERANGE && vlen > cap) {
 			uint8_t *nb = malloc(vlen);
 			if (nb == NULL) {
 				err = ns__errno(ENOMEM);

@@ -596,15 +596,17 @@ static void recount_spaces(ns_cache *c)
 				int cls = off ? ns__class_of(c, off) : -1;
 				if (it == NULL || cls < 0 || it->space == 0 || it->space > n)
 					continue;
-				cnt[2 * (it->space - 1)]++;
-				cnt[2 * (it->space - 1) + 1] += c->classes[cls].size;
+				size_t at = 2 * (size_t)(it->space - 1);
+
+				cnt[at]++;
+				cnt[at + 1] += c->classes[cls].size;
 			}
 			bk = ns__chain_next(c, bk, &err);
 		}
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		ns_store_relaxed(&c->spaces[i].items, cnt[2 * i]);
-		ns_store_relaxed(&c->spaces[i].bytes, cnt[2 * i + 1]);
+		ns_store_relaxed(&c->spaces[i].items, cnt[2 * (size_t)i]);
+		ns_store_relaxed(&c->spaces[i].bytes, cnt[2 * (size_t)i + 1]);
 	}
 	free(cnt);
 }

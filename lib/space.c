@@ -118,8 +118,9 @@ int ns_space_open(ns_cache *c, const char *prefix, ns_space **out)
 	i = space_find(c, prefix, &free_idx);
 	if (i < 0 && free_idx != UINT32_MAX) {
 		struct ns_space_shm *sp = &c->spaces[free_idx];
+		/* valid_prefix() bounded the length below sizeof(sp->prefix). */
 		memset(sp->prefix, 0, sizeof(sp->prefix));
-		strcpy(sp->prefix, prefix);
+		memcpy(sp->prefix, prefix, strlen(prefix));
 		sp->id = free_idx + 1;
 		ns_store_release(&sp->state, 1u);
 		i = (int)free_idx;
