@@ -58,7 +58,8 @@ struct entry {
 	uint32_t flags;
 	uint64_t version;     /* 0: not seen yet */
 	size_t vlen;
-	uint8_t *val;         /* malloc'd, vlen bytes */
+	const uint8_t *val;   /* vlen bytes: small[], or a window of pattern */
+	uint8_t small[32];
 };
 
 static struct {
@@ -77,7 +78,14 @@ static struct {
 	const char *what;
 } m;
 
-static uint8_t *vbuf, *gbuf; /* value to store, value read: a page each */
+/* Values stored are windows of PATTERN (never written after start, so the
+ * model keeps a pointer, not a copy) or short texts in TEXT (rotating, so
+ * that a batch's values stay put); GBUF is where values are read. */
+static uint8_t *gbuf, *pattern;
+static uint8_t text[8][32];
+static unsigned ntext;
+static const uint8_t *vptr; /* the value get_value() chose */
+static uint8_t *mbuf[4];    /* ns_mget's buffers */
 #define BUF_SIZE (NS_PAGE_SIZE + 64)
 
 #define check(cond, ...)                                                     \
@@ -137,10 +145,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	vbuf = malloc(BUF_SIZE);
 	gbuf = malloc(BUF_SIZE);
-	if (vbuf == NULL || gbuf == NULL)
+	pattern = malloc(BUF_SIZE + 256 * 61);
+	if (gbuf == NULL || pattern == NULL)
 		abort();
+	for (int i = 0; i < 4; i++)
+		if ((mbuf[i] = malloc(BUF_SIZE)) == NULL)
+			abort();
+	for (size_t j = 0; j < BUF_SIZE + 256 * 61; j++)
+		pattern[j] = (uint8_t)(j * 31 + (j >> 8) + (j >> 16));
 	/* Fixed keys: lengths 1 to NS_KEY_MAX, NUL bytes, a shared prefix. */
 	static const size_t lens[NKEYS] = { 1, 2, 8, 16, 17, 100, NS_KEY_MAX - 1, NS_KEY_MAX };
 	for (int k = 0; k < NKEYS; k++) {
@@ -172,7 +185,6 @@ static void reset(void)
 			int r = ns_del(m.sp[n], m.key[k], m.klen[k]);
 			if (r != 0 && r != NS_ENOTFOUND)
 				fuzz_die("reset: ns_del: %s", ns_strerror(r));
-			free(e->val);
 			memset(e, 0, sizeof(*e));
 		}
 	}
@@ -203,13 +215,15 @@ static uint64_t expiry(int n, uint64_t ttl)
 static void model_store(struct entry *e, int n, const void *val, size_t vlen,
 			uint64_t ttl, uint32_t flags, uint64_t version)
 {
-	uint8_t *copy = malloc(vlen ? vlen : 1);
-
-	if (copy == NULL)
-		abort();
-	memcpy(copy, val, vlen);
-	free(e->val);
-	e->val = copy;
+	if (vlen <= sizeof(e->small)) {
+		memcpy(e->small, val, vlen);
+		e->val = e->small;
+	} else if ((const uint8_t *)val >= pattern &&
+		   (const uint8_t *)val + vlen <= pattern + BUF_SIZE + 256 * 61) {
+		e->val = val;
+	} else {
+		fuzz_die("a long value not cut from the pattern");
+	}
 	e->vlen = vlen;
 	e->present = true;
 	e->expire_ms = expiry(n, ttl);
@@ -220,7 +234,6 @@ static void model_store(struct entry *e, int n, const void *val, size_t vlen,
 
 static void model_remove(struct entry *e)
 {
-	free(e->val);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -320,7 +333,7 @@ static size_t counter_text(struct rd_in *in, uint8_t *out)
 	return (size_t)n;
 }
 
-/* A value for KLEN-byte keys into vbuf; returns its length. */
+/* A value for KLEN-byte keys in vptr; returns its length. */
 static size_t get_value(struct rd_in *in, size_t klen)
 {
 	uint8_t sel = in_u8(in), fill = in_u8(in);
@@ -340,13 +353,16 @@ static size_t get_value(struct rd_in *in, size_t klen)
 	case 8: len = max - 1; break;
 	case 9: len = max; break;
 	case 10: len = max + 1; break;
-	case 11: case 12: return counter_text(in, vbuf);
+	case 11: case 12:
+		vptr = text[ntext++ % 8];
+		return counter_text(in, text[(ntext - 1) % 8]);
 	default: len = (size_t)(sel >> 4) * 3; break;
 	}
 	if (len > max + 1)
 		len = max + 1;
-	for (size_t j = 0; j < len; j++)
-		vbuf[j] = (uint8_t)(fill + j * 31 + (j >> 8));
+	/* A window of the pattern, so values differ by where they start
+	 * (a byte loop over a page per value would be most of the time). */
+	vptr = pattern + (size_t)fill * 61;
 	return len;
 }
 
@@ -482,17 +498,17 @@ static void op_store(struct rd_in *in, int mode)
 			want = NS_ECHANGED;
 	}
 	switch (mode) {
-	case 0: r = ns_set(m.sp[k.n], k.p, k.len, vbuf, vlen, ttl); break;
-	case 1: r = ns_set_ex(m.sp[k.n], k.p, k.len, vbuf, vlen, ttl, flags, &newver); break;
-	case 2: r = ns_add(m.sp[k.n], k.p, k.len, vbuf, vlen, ttl); break;
-	case 3: r = ns_replace(m.sp[k.n], k.p, k.len, vbuf, vlen, ttl); break;
-	default: r = ns_cas(m.sp[k.n], k.p, k.len, vbuf, vlen, ttl, version); break;
+	case 0: r = ns_set(m.sp[k.n], k.p, k.len, vptr, vlen, ttl); break;
+	case 1: r = ns_set_ex(m.sp[k.n], k.p, k.len, vptr, vlen, ttl, flags, &newver); break;
+	case 2: r = ns_add(m.sp[k.n], k.p, k.len, vptr, vlen, ttl); break;
+	case 3: r = ns_replace(m.sp[k.n], k.p, k.len, vptr, vlen, ttl); break;
+	default: r = ns_cas(m.sp[k.n], k.p, k.len, vptr, vlen, ttl, version); break;
 	}
 	check_rc(r, want);
 	if (r == 0) {
 		check(mode != 1 || (newver != 0 && newver != e->version),
 		      "new version %" PRIu64, m.op, m.what, newver);
-		model_store(e, k.n, vbuf, vlen, ttl, flags, newver);
+		model_store(e, k.n, vptr, vlen, ttl, flags, newver);
 	}
 }
 
@@ -509,14 +525,14 @@ static void op_getset(struct rd_in *in)
 	m.what = "getset";
 	if (want == 0)
 		want = !vis ? NS_ENOTFOUND : cap < e->vlen ? NS_ERANGE : 0;
-	r = ns_getset(m.sp[k.n], k.p, k.len, vbuf, vlen, ttl, gbuf, cap, &oldlen);
+	r = ns_getset(m.sp[k.n], k.p, k.len, vptr, vlen, ttl, gbuf, cap, &oldlen);
 	check_rc(r, want);
 	if (r == NS_ERANGE)
 		check(oldlen == e->vlen, "ERANGE length %zu", m.op, m.what, oldlen);
 	if (r == 0)
 		check_value(e, gbuf, oldlen);
 	if (r == 0 || r == NS_ENOTFOUND)
-		model_store(e, k.n, vbuf, vlen, ttl, 0, 0);
+		model_store(e, k.n, vptr, vlen, ttl, 0, 0);
 }
 
 static void op_incr(struct rd_in *in, bool sub)
@@ -550,12 +566,8 @@ static void op_incr(struct rd_in *in, bool sub)
 	int n = sprintf(txt, "%" PRId64, v);
 	if (live(e)) {
 		/* The counter keeps its expiry, TTL and flags. */
-		uint8_t *copy = malloc((size_t)n);
-		if (copy == NULL)
-			abort();
-		memcpy(copy, txt, (size_t)n);
-		free(e->val);
-		e->val = copy;
+		memcpy(e->small, txt, (size_t)n);
+		e->val = e->small;
 		e->vlen = (size_t)n;
 		e->version = 0;
 	} else {
@@ -603,7 +615,7 @@ static void op_batch(struct rd_in *in, int which)
 {
 	struct ns_kv kv[NBATCH];
 	struct key keys[NBATCH];
-	uint8_t *vals[NBATCH] = { 0 };
+	const uint8_t *vals[NBATCH] = { 0 };
 	uint64_t ttls[NBATCH] = { 0 };
 	size_t n = in_u8(in) % (NBATCH + 1);
 	int want_done = 0, r, space = 0;
@@ -621,15 +633,10 @@ static void op_batch(struct rd_in *in, int which)
 		if (which == 0) {
 			struct entry *e = keys[i].k >= 0 ? &m.e[space][keys[i].k] : NULL;
 			kv[i].cap = get_cap(in, e ? e : &(struct entry){ 0 });
-			kv[i].buf = malloc(kv[i].cap ? kv[i].cap : 1);
-			if (kv[i].buf == NULL)
-				abort();
+			kv[i].buf = mbuf[i];
 		} else if (which == 1) {
 			size_t vlen = get_value(in, keys[i].len);
-			vals[i] = malloc(vlen ? vlen : 1);
-			if (vals[i] == NULL)
-				abort();
-			memcpy(vals[i], vbuf, vlen);
+			vals[i] = vptr;
 			kv[i].val = vals[i];
 			kv[i].vlen = vlen;
 			kv[i].ttl_ms = ttls[i] = get_ttl(in);
@@ -671,8 +678,6 @@ static void op_batch(struct rd_in *in, int which)
 	}
 	check_rc(r, want_done);
 	for (size_t i = 0; i < n; i++) {
-		free(kv[i].buf);
-		free(vals[i]);
 	}
 }
 
@@ -682,6 +687,7 @@ struct upd {
 	struct entry *e;
 	int n;
 	int action;           /* NS_UPDATE_* or a negative error */
+	const uint8_t *val;
 	size_t vlen;
 	uint64_t ttl;
 	uint32_t flags;
@@ -702,7 +708,7 @@ static int update_fn(void *arg, const void *old, size_t oldlen,
 		check(old == NULL && info == NULL && oldlen == 0, "callback saw a value",
 		      m.op, m.what);
 	}
-	out->val = vbuf;
+	out->val = u->val;
 	out->vlen = u->vlen;
 	out->ttl_ms = u->ttl;
 	out->flags = u->flags;
@@ -726,6 +732,7 @@ static void op_update(struct rd_in *in)
 	default: u.action = -1000 - b; break; /* the callback's own error */
 	}
 	u.vlen = get_value(in, k.len);
+	u.val = vptr;
 	u.ttl = get_ttl(in);
 	u.flags = in_u8(in);
 	m.what = "update";
@@ -741,7 +748,7 @@ static void op_update(struct rd_in *in)
 	if (r != 0)
 		return;
 	if (u.action == NS_UPDATE_STORE)
-		model_store(u.e, k.n, vbuf, u.vlen, u.ttl, u.flags, 0);
+		model_store(u.e, k.n, u.val, u.vlen, u.ttl, u.flags, 0);
 	else if (u.action == NS_UPDATE_DELETE)
 		model_remove(u.e);
 }
@@ -753,7 +760,7 @@ static int loader_fn(void *arg, const void *key, size_t klen, struct ns_value *o
 	(void)key;
 	(void)klen;
 	u->calls++;
-	out->val = vbuf;
+	out->val = u->val;
 	out->vlen = u->vlen;
 	out->ttl_ms = u->ttl;
 	out->flags = u->flags;
@@ -770,6 +777,7 @@ static void op_get_or_set(struct rd_in *in)
 	int want, r;
 
 	u.vlen = get_value(in, k.len);
+	u.val = vptr;
 	u.ttl = get_ttl(in);
 	u.flags = in_u8(in);
 	cap = get_cap(in, e && live(e) ? e : &(struct entry){ .vlen = u.vlen });
@@ -785,7 +793,7 @@ static void op_get_or_set(struct rd_in *in)
 	r = ns_get_or_set(m.sp[k.n], k.p, k.len, gbuf, cap, &vlen, loader_fn, &u, NULL);
 	check_rc(r, want);
 	if (e && !live(e) && u.action == 0 && store_error(&k, u.vlen) == 0)
-		model_store(e, k.n, vbuf, u.vlen, u.ttl, u.flags, 0);
+		model_store(e, k.n, u.val, u.vlen, u.ttl, u.flags, 0);
 	if (r == 0)
 		check_value(e, gbuf, vlen);
 	else if (r == NS_ERANGE)
@@ -826,9 +834,12 @@ static void op_space(struct rd_in *in)
 		for (int k = 0; k < NKEYS; k++)
 			model_remove(&m.e[n][k]);
 	} else {
+		uint64_t ttl = get_ttl(in);
 		m.what = "space_config";
-		m.default_ttl[n] = get_ttl(in);
-		check_rc(ns_space_config(m.sp[n], m.default_ttl[n], 0), 0);
+		/* A default of NS_TTL_NEVER is refused: 0 says "none". */
+		check_rc(ns_space_config(m.sp[n], ttl, 0), ttl == NS_TTL_NEVER ? NS_EINVAL : 0);
+		if (ttl != NS_TTL_NEVER)
+			m.default_ttl[n] = ttl;
 	}
 }
 
