@@ -52,12 +52,6 @@ static inline uint32_t rel_seconds(ns_cache *c, uint64_t now_ms)
 	return (uint32_t)((now_ms - c->hdr->created_ms) / 1000u);
 }
 
-static inline bool is_expired(struct ns_item_shm *it, uint64_t now_ms)
-{
-	uint64_t e = ns_load_relaxed(&it->expire_ms);
-	return e != 0 && e <= now_ms;
-}
-
 /* The expiry of a store made at NOW with TTL_MS as the API defines it. */
 static uint64_t expiry_of(ns_space *s, uint64_t ttl_ms, uint64_t now)
 {

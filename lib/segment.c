@@ -237,10 +237,22 @@ static void view(ns_cache *c)
 	c->data_off = h->data_off;
 }
 
+/* Table OFF of LEN bytes starts at or after *END and ends inside SIZE;
+ * *END moves to its end.  Written so that no sum can wrap: every offset
+ * in the header is untrusted, and an offset near 2^64 plus a length would
+ * come out small and pass an "after the previous table" test. */
+static bool table_fits(uint64_t off, uint64_t len, uint64_t size, uint64_t *end)
+{
+	if (off < *end || off > size || len > size - off)
+		return false;
+	*end = off + len;
+	return true;
+}
+
 /* Check that every table of the header lies inside SIZE bytes, in order. */
 static int check_geometry(const struct ns_hdr_shm *h, uint64_t size)
 {
-	uint64_t nb = h->nbuckets;
+	uint64_t nb = h->nbuckets, end = NS_HDR_SIZE;
 
 	if (h->size != size || h->page_size != NS_PAGE_SIZE ||
 	    h->hash_id != NS_HASH_ID)
@@ -250,17 +262,20 @@ static int check_geometry(const struct ns_hdr_shm *h, uint64_t size)
 	    h->nspaces == 0 || h->nspaces > 65535 ||
 	    h->nclasses == 0 || h->nclasses > NS_MAX_CLASSES)
 		return NS_ECORRUPT;
+	/* The counts above bound every product below far under 2^64. */
 	if (h->slots_off != NS_HDR_SIZE ||
-	    h->spaces_off < h->slots_off + (uint64_t)h->nslots * sizeof(struct ns_slot_shm) ||
-	    h->flights_off < h->spaces_off + (uint64_t)h->nspaces * sizeof(struct ns_space_shm) ||
-	    h->classes_off < h->flights_off + NS_FLIGHTS * sizeof(struct ns_flight_shm) ||
-	    h->pages_off < h->classes_off + NS_MAX_CLASSES * sizeof(struct ns_class_shm) ||
-	    h->audit_off < h->pages_off + ((uint64_t)h->npages + 1) * sizeof(struct ns_page_shm) ||
+	    !table_fits(h->slots_off, (uint64_t)h->nslots * sizeof(struct ns_slot_shm), size, &end) ||
+	    !table_fits(h->spaces_off, (uint64_t)h->nspaces * sizeof(struct ns_space_shm), size, &end) ||
+	    !table_fits(h->flights_off, NS_FLIGHTS * sizeof(struct ns_flight_shm), size, &end) ||
+	    !table_fits(h->classes_off, NS_MAX_CLASSES * sizeof(struct ns_class_shm), size, &end) ||
+	    !table_fits(h->pages_off, ((uint64_t)h->npages + 1) * sizeof(struct ns_page_shm), size, &end) ||
 	    h->audit_bytes < ((uint64_t)h->npages * (NS_PAGE_SIZE / NS_MIN_CHUNK) + 7) / 8 ||
-	    h->index_off < h->audit_off + h->audit_bytes ||
-	    h->over_off != h->index_off + nb * sizeof(struct ns_bucket_shm) ||
-	    h->data_off < h->over_off + h->nover * sizeof(struct ns_bucket_shm) ||
-	    h->data_off % NS_PAGE_SIZE != 0 || h->data_off > size ||
+	    !table_fits(h->audit_off, h->audit_bytes, size, &end) ||
+	    !table_fits(h->index_off, nb * sizeof(struct ns_bucket_shm), size, &end) ||
+	    h->over_off != end ||
+	    !table_fits(h->over_off, h->nover * sizeof(struct ns_bucket_shm), size, &end) ||
+	    !table_fits(h->data_off, 0, size, &end) ||
+	    h->data_off % NS_PAGE_SIZE != 0 ||
 	    h->npages > (size - h->data_off) / NS_PAGE_SIZE)
 		return NS_ECORRUPT;
 	return 0;

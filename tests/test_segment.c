@@ -776,6 +776,37 @@ static void data_off_that_wraps_is_ecorrupt(void **state)
 	free(img);
 }
 
+/* Found by fuzz_image (regress/fuzz_image/table-offset-wraps): a table
+ * offset near 2^64 plus the table's length wrapped around to a small sum,
+ * passed the "after the previous table" test, and the view pointed far
+ * outside the mapping. */
+static void test_table_offset_that_wraps_is_ecorrupt(void **state)
+{
+	size_t len;
+	uint8_t *img = valid_image(&len);
+	struct ns_hdr_shm *h = (struct ns_hdr_shm *)img, good = *h;
+	static const size_t fields[] = {
+		offsetof(struct ns_hdr_shm, spaces_off), offsetof(struct ns_hdr_shm, flights_off),
+		offsetof(struct ns_hdr_shm, classes_off), offsetof(struct ns_hdr_shm, pages_off),
+		offsetof(struct ns_hdr_shm, audit_off), offsetof(struct ns_hdr_shm, audit_bytes),
+		offsetof(struct ns_hdr_shm, index_off),
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		for (uint64_t v = 0; v < 4; v++) {
+			uint64_t w = UINT64_MAX - v * 4096;
+			*h = good;
+			memcpy(img + fields[i], &w, sizeof(w));
+			int r = attach_image(img, len);
+			if (r != NS_ECORRUPT)
+				fail_msg("header field at %zu = %llu: attach %d, want NS_ECORRUPT",
+					 fields[i], (unsigned long long)w, r);
+		}
+	}
+	free(img);
+}
+
 /* Child: attach NAME and write; any return code is fine, a signal is not. */
 static int use_damaged(const char *name)
 {
@@ -1195,6 +1226,7 @@ int main(void)
 		cmocka_unit_test(segment_left_in_init_is_ecorrupt),
 		cmocka_unit_test(bad_geometry_is_ecorrupt),
 		cmocka_unit_test(data_off_that_wraps_is_ecorrupt),
+		cmocka_unit_test(test_table_offset_that_wraps_is_ecorrupt),
 		cmocka_unit_test(damaged_class_table_does_not_crash),
 		cmocka_unit_test(segment_larger_than_shm_is_enospc),
 		cmocka_unit_test(full_namespace_table_is_espaces),

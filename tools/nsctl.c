@@ -243,7 +243,7 @@ static const struct cmd cmds[] = {
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
-static const struct cmd *find_cmd(const char *name)
+const struct cmd *nsctl_find_cmd(const char *name)
 {
 	for (size_t i = 0; i < NCMDS; i++)
 		if (strcmp(cmds[i].name, name) == 0)
@@ -286,7 +286,7 @@ static int cmd_help(struct args *a)
 		usage_top(stdout);
 		return EX_OK;
 	}
-	c = find_cmd(a->argv[0]);
+	c = nsctl_find_cmd(a->argv[0]);
 	if (c == NULL) {
 		errmsg("unknown command '%s' (see 'nsctl help')", a->argv[0]);
 		return EX_USAGE;
@@ -543,7 +543,7 @@ static char **join_watch(int *argcp, char **argv)
 }
 
 /* Free what join_watch() made for ARGV. */
-static void free_vec(char **v, int argc, char **argv)
+void nsctl_free_vec(char **v, int argc, char **argv)
 {
 	for (int i = 0; v && v[i]; i++) {
 		bool own = true;
@@ -572,7 +572,7 @@ static const char *opt_name(unsigned bit)
 
 /* Parse the options and arguments of command C (ARGV[0] is its name).
  * Returns -1 to go on, or an exit code. */
-static int parse(const struct cmd *c, int argc, char **argv, struct args *a)
+int nsctl_parse(const struct cmd *c, int argc, char **argv, struct args *a)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, O_JSON },
@@ -671,7 +671,7 @@ static int parse(const struct cmd *c, int argc, char **argv, struct args *a)
 	return -1;
 }
 
-int main(int argc, char **argv)
+int nsctl_main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_sigbus };
 	const struct cmd *c;
@@ -695,15 +695,15 @@ int main(int argc, char **argv)
 		printf("nsctl %s (segment format %u)\n", ns_version(), NS_FORMAT_VERSION);
 		return EX_OK;
 	}
-	c = find_cmd(argv[1]);
+	c = nsctl_find_cmd(argv[1]);
 	if (c == NULL) {
 		errmsg("unknown command '%s' (see 'nsctl help')", argv[1]);
 		return EX_USAGE;
 	}
-	r = parse(c, argc - 1, argv + 1, &a);
+	r = nsctl_parse(c, argc - 1, argv + 1, &a);
 	if (r < 0)
 		r = c->run(&a);
-	free_vec(a.vec, argc - 1, argv + 1);
+	nsctl_free_vec(a.vec, argc - 1, argv + 1);
 	/* Output that could not be written is a failure, not a success. */
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		if (r == EX_OK)

@@ -60,6 +60,17 @@ struct cmd {
 };
 
 /* ---- nsctl.c ------------------------------------------------------------ */
+/* The whole of nsctl, called by main() (main.c) and by the fuzz target
+ * tests/fuzz/fuzz_nsctl.c, which runs it in-process: so it keeps no state
+ * between calls that a second call could trip on. */
+int nsctl_main(int argc, char **argv);
+/* The command named NAME, or NULL. */
+const struct cmd *nsctl_find_cmd(const char *name);
+/* Parse the options and arguments of command C (ARGV[0] is its name) into
+ * *A.  Returns -1 to go on and run it, or an exit code.  Either way
+ * nsctl_free_vec(a->vec, ARGC, ARGV) frees what it made. */
+int nsctl_parse(const struct cmd *c, int argc, char **argv, struct args *a);
+void nsctl_free_vec(char **v, int argc, char **argv);
 extern bool nsctl_stable; /* $NSCTL_TEST_STABLE: placeholders for volatile fields */
 /* A volatile field for a human: S, or "*" under $NSCTL_TEST_STABLE. */
 #define VOL(s) (nsctl_stable ? "*" : (s))
