@@ -27,7 +27,10 @@
  * spins briefly, then yields, and every millisecond asks the kernel whether
  * the owner's slot lock is still held; if not, the owner is dead and the
  * waiter runs recovery on its slot, which finishes or undoes the owner's
- * write and releases the lock.  A live owner that keeps the lock longer
+ * write and releases the lock; a word still naming the dead slot after
+ * that (its intent did not name the word: a damaged segment) is cleared
+ * all the same, under the dead slot's OFD lock so that no new owner of
+ * the slot can be taking it meanwhile.  A live owner that keeps the lock longer
  * than NS_LOCK_TIMEOUT_MS (it is stopped, or stuck) gets the waiter
  * NS_EBUSY instead of an endless wait (rule 7).
  */
@@ -50,8 +53,14 @@ int ns__owner_lock(ns_cache *c, struct ns_thr *t, uint32_t *word)
 
 		if (owner == 0 && ns_cmpxchg(word, 0u, me) == 0)
 			return 0;
-		if (ns_unlikely(owner == me))
-			ns__die("bucket lock taken twice by slot %u", t->idx);
+		if (ns_unlikely(owner == me)) {
+			/* No path takes a lock word it holds, and this slot is
+			 * ours (its OFD lock is held by us) for as long as we
+			 * live: the word was left by a dead process that had the
+			 * slot before us, in a segment where its intent did not
+			 * name the word.  It is ours to take (rule 6). */
+			return 0;
+		}
 		if (i < NS_SPIN_RELAX) {
 			caa_cpu_relax();
 			continue;
@@ -64,7 +73,7 @@ int ns__owner_lock(ns_cache *c, struct ns_thr *t, uint32_t *word)
 			last_check = now;
 			if (owner <= c->nslots &&
 			    ns__slot_alive(c, t->fd, owner - 1) == 0)
-				ns__recover_slot(c, t, owner - 1);
+				ns__break_lock(c, t, owner - 1, word);
 			else if (owner > c->nslots)
 				return NS_ECORRUPT;
 		}

@@ -382,6 +382,12 @@ int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb);
  * for a process without a slot).  Returns 1 if it recovered the slot, 0 if
  * the slot was alive or free, <0 on error. */
 int ns__recover_slot(ns_cache *c, struct ns_thr *t, uint32_t idx);
+/* WORD is a lock word naming slot IDX, which is not alive: recover IDX
+ * if it needs it, then clear WORD if it still names IDX (a word whose
+ * owner's intent did not name it, as in a damaged segment, is broken all
+ * the same: rule 6).  Returns 1 if it cleared WORD, 0 if IDX turned out
+ * alive or busy, <0 on error. */
+int ns__break_lock(ns_cache *c, struct ns_thr *t, uint32_t idx, uint32_t *word);
 /* Recover every dead slot.  Returns how many were recovered. */
 int ns__recover_dead(ns_cache *c);
 

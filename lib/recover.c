@@ -208,6 +208,30 @@ int ns__recover_slot(ns_cache *c, struct ns_thr *t, uint32_t idx)
 	return r;
 }
 
+int ns__break_lock(ns_cache *c, struct ns_thr *t, uint32_t idx, uint32_t *word)
+{
+	int err;
+
+	if (idx >= c->nslots || idx == t->idx)
+		return NS_EINVAL;
+	/* Holding IDX's slot lock, nobody can claim the slot, so nobody can
+	 * take WORD as IDX while we look: a word that still names IDX after
+	 * recovery is left over, and ours to clear. */
+	err = ns__lock_byte(t->fd, NS_LOCK_SLOT_BASE + (off_t)idx, F_WRLCK, false);
+	if (err == NS_EBUSY)
+		return 0; /* alive, or somebody else is recovering it */
+	if (err)
+		return err;
+	if (ns_load_relaxed(&c->slots[idx].state) != NS_SLOT_FREE)
+		recover_held(c, idx);
+	if (ns_load_relaxed(word) == idx + 1) {
+		ns_cmpxchg(word, idx + 1, 0u);
+		err = 1;
+	}
+	ns__lock_byte(t->fd, NS_LOCK_SLOT_BASE + (off_t)idx, F_UNLCK, false);
+	return err;
+}
+
 int ns__recover_dead(ns_cache *c)
 {
 	int n = 0, err = 0, fd;

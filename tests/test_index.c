@@ -452,6 +452,51 @@ static void test_get_writes_atime_at_most_once_per_second(void **state)
 	t_assert_consistent(c);
 }
 
+/* A bucket lock word naming a slot that no live process holds, and that
+ * the slot's intent does not name (only a damaged segment has one: the
+ * fuzzer made it), was never broken: every write to the bucket waited
+ * NS_LOCK_TIMEOUT_MS and failed with NS_EBUSY.  It must be broken at once. */
+static void test_stale_lock_of_a_free_slot_is_broken(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	uint64_t b = key_hash(f->s, "stale") & c->mask;
+	uint32_t other = c->nslots - 1;
+	uint64_t t0;
+
+	assert_int_equal(c->slots[other].state, NS_SLOT_FREE);
+	ns_store_relaxed(&c->buckets[b].lock, other + 1);
+	t0 = t_now_ns();
+	set_ok(f->s, "stale", 1);
+	assert_true(t_now_ns() - t0 < NS_LOCK_TIMEOUT_MS * 1000000ull / 4);
+	assert_int_equal(get_check(f->s, "stale"), 0);
+	assert_int_equal(c->buckets[b].lock, 0);
+	/* The delete path takes the same lock. */
+	ns_store_relaxed(&c->buckets[b].lock, other + 1);
+	assert_int_equal(ns_del(f->s, "stale", 5), 0);
+	assert_int_equal(c->buckets[b].lock, 0);
+	t_assert_consistent(c);
+}
+
+/* A lock word naming the caller's own slot made the caller abort ("taken
+ * twice"): a process dying for what a segment holds.  Our slot is ours
+ * while we live and no path nests a lock, so the word is a leftover. */
+static void test_stale_lock_naming_own_slot_is_taken(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	uint64_t b = key_hash(f->s, "mine") & c->mask;
+	int err = 0;
+	struct ns_thr *t = ns__thr(c, &err);
+
+	assert_non_null(t);
+	ns_store_relaxed(&c->buckets[b].lock, t->idx + 1);
+	set_ok(f->s, "mine", 2);
+	assert_int_equal(get_check(f->s, "mine"), 0);
+	assert_int_equal(c->buckets[b].lock, 0);
+	t_assert_consistent(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -462,6 +507,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_same_key_in_two_namespaces_is_two_items, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_writes_no_bucket_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_writes_atime_at_most_once_per_second, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_lock_of_a_free_slot_is_broken, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_lock_naming_own_slot_is_taken, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
