@@ -716,6 +716,7 @@ struct kid {
 
 static struct kid kids[MAX_CLIENTS];
 static pid_t nsd_pid;
+static bool nsd_killed;         /* we sent the SIGKILL, not its fault point */
 static const char *nsd_fault;
 static ns_cache *C;
 static ns_space *Cs[NDATA + 2];
@@ -862,6 +863,7 @@ static void start_nsd(void)
 
 	if (cfg.nsd == NULL)
 		return;
+	nsd_killed = false;
 	nsd_fault = rnd(&crng, 4) == 0 ? nsd_faults[rnd(&crng, NELEM(nsd_faults))] : NULL;
 	snprintf(fault_env, sizeof(fault_env), "%s", nsd_fault ? nsd_fault : "");
 	fflush(NULL);
@@ -925,8 +927,11 @@ static void reap(bool replace)
 
 	while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
 		if (p == nsd_pid) {
-			if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && nsd_fault)
+			if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && !nsd_killed &&
+			    nsd_fault)
 				T.nsd_fault_deaths++;
+			else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && !nsd_killed)
+				failure("nsd (pid %d) SIGKILLed by nobody", (int)p);
 			else if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) &&
 				 !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
 				failure("nsd (pid %d) ended with status %#x", (int)p, st);
@@ -1003,6 +1008,7 @@ static void mischief(uint64_t now, uint64_t *next_nsd)
 	}
 	if (cfg.nsd && now >= *next_nsd) {
 		if (nsd_pid) {
+			nsd_killed = true;
 			kill(nsd_pid, SIGKILL);
 			T.nsd_kills++;
 		} else {
