@@ -196,9 +196,11 @@ rd_hashed(ns_space *s, const void *key, size_t klen, uint64_t h, struct rd *r)
 				goto out;
 			}
 			*r->vlen = n;
+			/* memcpy with a NULL buffer is undefined even for
+			 * 0 bytes, and NULL is allowed when CAP is 0. */
 			if (n > r->cap)
 				err = NS_ERANGE;
-			else
+			else if (n != 0)
 				memcpy(r->buf, item_key(it) + klen, n);
 		}
 		if (r->info)
@@ -665,7 +667,8 @@ static int check_locked(ns_space *s, struct wr *w, struct ns_item_shm *it,
 		*w->oldlen = o->vlen;
 		if (o->vlen > w->cap)
 			return NS_ERANGE;
-		memcpy(w->old, item_key(o) + o->klen, o->vlen);
+		if (o->vlen != 0) /* OLD may be NULL when CAP is 0 */
+			memcpy(w->old, item_key(o) + o->klen, o->vlen);
 	}
 	return 0;
 }
