@@ -719,6 +719,7 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 	uint64_t h, b, now, *word = NULL, *empty = NULL;
 	ns_off_t off, old;
 	size_t vlen = w->mode == W_INCR ? NS_I64_DIGITS : w->vlen;
+	uint64_t ver;
 	bool was_visible = false;
 	int cls, err = 0;
 
@@ -754,7 +755,8 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 	it = (struct ns_item_shm *)(c->base + off);
 	/* The version goes first: a read-only reader that sees any byte of
 	 * the new contents then also sees the new version (seqlock-like). */
-	ns_store_relaxed(&it->version, ns__next_version(t));
+	ver = ns__next_version(t);
+	ns_store_relaxed(&it->version, ver);
 	cmm_smp_wmb();
 	it->expire_ms = expiry_of(s, w->ttl_ms, now);
 	it->ttl_code = it->expire_ms ? ns__ttl_encode(it->expire_ms - now) : 0;
@@ -863,7 +865,10 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 	intent_clear(sl);
 	ns_store_relaxed(&sl->sets, sl->sets + 1);
 	ns_store_relaxed(&sl->active_s, rel_seconds(c, now));
-	w->version_out = it->version;
+	/* Not it->version: once unlocked, the item can be replaced, retired
+	 * and freed by another writer (no epoch protects it here), and its
+	 * chunk reused with another version. */
+	w->version_out = ver;
 	maybe_reclaim(c, t);
 	/* A getset of an absent key stores and says so. */
 	return (w->oldlen && !was_visible) ? NS_ENOTFOUND : 0;

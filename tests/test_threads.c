@@ -312,6 +312,70 @@ static void threads_share_one_cache(void **state)
 	t_assert_consistent(f->c);
 }
 
+/* ---- regression: ns_set_ex's version ------------------------------------ */
+
+struct ver_arg {
+	ns_space *s;
+	int n;
+	uint64_t end_ns;
+	uint64_t checked, wrong, errors;
+};
+
+static void *set_ex_and_read_back(void *p)
+{
+	struct ver_arg *a = p;
+	char val[32], buf[32];
+
+	for (uint32_t i = 0; t_now_ns() < a->end_ns; i++) {
+		const char *key = i & 1 ? "v1" : "v0";
+		struct ns_item_info in;
+		uint64_t v;
+		size_t n;
+		int len = snprintf(val, sizeof(val), "t%d:%u", a->n, i);
+
+		if (ns_set_ex(a->s, key, 2, val, (size_t)len, 0, 0, &v) != 0 ||
+		    ns_get_ex(a->s, key, 2, buf, sizeof(buf), &n, &in) != 0) {
+			a->errors++;
+			continue;
+		}
+		/* Still our value: then it carries the version we were given. */
+		if (n == (size_t)len && memcmp(buf, val, n) == 0) {
+			a->checked++;
+			a->wrong += in.version != v;
+		}
+	}
+	return NULL;
+}
+
+/* Regression (found by TSan): ns_set_ex read the new item's version after
+ * unlocking its bucket, when another thread could already have replaced
+ * the item, reclaimed it and built a new item, with another version, in
+ * the same chunk.  The version returned must be the one stored. */
+static void test_set_ex_version_after_reuse(void **state)
+{
+	struct fx *f = *state;
+	pthread_t th[NTHR];
+	struct ver_arg a[NTHR];
+	uint64_t end = t_now_ns() + RUN_MS / 2 * 1000000ull;
+	uint64_t checked = 0;
+
+	for (int i = 0; i < NTHR; i++) {
+		a[i] = (struct ver_arg){ .s = f->s, .n = i, .end_ns = end };
+		assert_int_equal(pthread_create(&th[i], NULL, set_ex_and_read_back,
+						&a[i]), 0);
+	}
+	for (int i = 0; i < NTHR; i++) {
+		pthread_join(th[i], NULL);
+		checked += a[i].checked;
+		if (a[i].wrong || a[i].errors)
+			fail_msg("thread %d: %" PRIu64 " of %" PRIu64 " versions wrong, "
+				 "%" PRIu64 " errors", i, a[i].wrong, a[i].checked,
+				 a[i].errors);
+	}
+	assert_true(checked > 0);
+	t_assert_consistent(f->c);
+}
+
 /* ---- namespaces opened concurrently ------------------------------------- */
 
 #define OPENERS 4
@@ -461,6 +525,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(threads_share_one_cache, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_ex_version_after_reuse, setup, teardown),
 		cmocka_unit_test_setup_teardown(threads_open_spaces_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(exiting_threads_give_back_slots_while_others_run,
 						setup, teardown),
