@@ -49,13 +49,15 @@ void ns__retire_slot(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
 	/* Orders the unlink store (and the unlock) before the load of E. */
 	cmm_smp_mb();
 	it->retire_epoch = (uint32_t)ns_load_relaxed(&c->hdr->epoch);
-	it->next = 0;
+	/* next is racy: pop_free of another client may still read it from
+	 * a chunk that was popped and reused under it (its CAS then fails). */
+	ns_store_relaxed(&it->next, (ns_off_t)0);
 	/* Readers never look at state; eviction and the audit do. */
 	ns_store_relaxed(&it->state, (uint32_t)NS_CH_RETIRED);
 	if (s->retire_tail) {
 		struct ns_item_shm *tail = ns__item(c, s->retire_tail);
 		if (tail)
-			tail->next = off;
+			ns_store_relaxed(&tail->next, off);
 	} else {
 		s->retire_head = off;
 	}

@@ -190,9 +190,11 @@ rd_hashed(ns_space *s, const void *key, size_t klen, uint64_t h, struct rd *r)
 				goto out;
 			}
 			*r->vlen = n;
+			/* memcpy with a NULL buffer is undefined even for
+			 * 0 bytes, and NULL is allowed when CAP is 0. */
 			if (n > r->cap)
 				err = NS_ERANGE;
-			else
+			else if (n != 0)
 				memcpy(r->buf, item_key(it) + klen, n);
 		}
 		if (r->info)
@@ -660,7 +662,8 @@ static int check_locked(ns_space *s, struct wr *w, struct ns_item_shm *it,
 		*w->oldlen = o->vlen;
 		if (o->vlen > w->cap)
 			return NS_ERANGE;
-		memcpy(w->old, item_key(o) + o->klen, o->vlen);
+		if (o->vlen != 0) /* OLD may be NULL when CAP is 0 */
+			memcpy(w->old, item_key(o) + o->klen, o->vlen);
 	}
 	return 0;
 }
@@ -711,6 +714,7 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 	uint64_t h, b, now, *word = NULL, *empty = NULL;
 	ns_off_t off, old;
 	size_t vlen = w->mode == W_INCR ? NS_I64_DIGITS : w->vlen;
+	uint64_t ver;
 	bool was_visible = false;
 	int cls, err = 0;
 
@@ -746,7 +750,8 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 	it = (struct ns_item_shm *)(c->base + off);
 	/* The version goes first: a read-only reader that sees any byte of
 	 * the new contents then also sees the new version (seqlock-like). */
-	ns_store_relaxed(&it->version, ns__next_version(t));
+	ver = ns__next_version(t);
+	ns_store_relaxed(&it->version, ver);
 	cmm_smp_wmb();
 	it->expire_ms = expiry_of(s, w->ttl_ms, now);
 	it->ttl_code = it->expire_ms ? ns__ttl_encode(it->expire_ms - now) : 0;
@@ -855,7 +860,10 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 	intent_clear(sl);
 	ns_store_relaxed(&sl->sets, sl->sets + 1);
 	ns_store_relaxed(&sl->active_s, rel_seconds(c, now));
-	w->version_out = it->version;
+	/* Not it->version: once unlocked, the item can be replaced, retired
+	 * and freed by another writer (no epoch protects it here), and its
+	 * chunk reused with another version. */
+	w->version_out = ver;
 	maybe_reclaim(c, t);
 	/* A getset of an absent key stores and says so. */
 	return (w->oldlen && !was_visible) ? NS_ENOTFOUND : 0;

@@ -168,7 +168,7 @@ static void park(ns_cache *c, ns_off_t off)
 	it->state = NS_CH_FREE;
 	do {
 		h = ns_load_acquire(&pg->park_head);
-		it->next = h;
+		ns_store_relaxed(&it->next, h);
 	} while (ns_cmpxchg(&pg->park_head, h, off) != h);
 }
 
@@ -184,7 +184,7 @@ void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off)
 	it->state = NS_CH_FREE;
 	do {
 		h = ns_load_acquire(&cl->free_head);
-		it->next = head_off(h);
+		ns_store_relaxed(&it->next, head_off(h));
 	} while (!cas64(&cl->free_head, h, pack(off, head_tag(h) + 1)));
 }
 

@@ -111,10 +111,17 @@ static void slot_init_identity(struct ns_slot_shm *s, bool mb)
 	memset(s->comm, 0, sizeof(s->comm));
 	prctl(PR_GET_NAME, s->comm, 0, 0, 0);
 	s->comm[sizeof(s->comm) - 1] = '\0';
-	s->flags = mb ? NS_SLOTF_MEMBARRIER : 0;
-	s->gets = s->hits = s->misses = s->sets = s->dels = s->evictions = 0;
 	s->ver_next = s->ver_end = 0;
-	s->epoch = 0;
+	/* A reclaimer may still be reading flags and epoch (it saw the slot
+	 * ACTIVE under its previous owner), statistics readers the counters. */
+	ns_store_relaxed(&s->flags, (uint32_t)(mb ? NS_SLOTF_MEMBARRIER : 0));
+	ns_store_relaxed(&s->epoch, (uint64_t)0);
+	ns_store_relaxed(&s->gets, (uint64_t)0);
+	ns_store_relaxed(&s->hits, (uint64_t)0);
+	ns_store_relaxed(&s->misses, (uint64_t)0);
+	ns_store_relaxed(&s->sets, (uint64_t)0);
+	ns_store_relaxed(&s->dels, (uint64_t)0);
+	ns_store_relaxed(&s->evictions, (uint64_t)0);
 }
 
 /* Take slot IDX if nobody holds it.  Returns 1 when taken, 0 when busy. */
@@ -130,7 +137,11 @@ static int try_claim(ns_cache *c, struct ns_thr *t, uint32_t idx)
 	err = ns__lock_byte(t->fd, NS_LOCK_SLOT_BASE + (off_t)idx, F_WRLCK, false);
 	if (err)
 		return 0;
-	if (ns_load_relaxed(&s->state) != NS_SLOT_FREE) {
+	/* Acquire, pairing with the release of FREE/ORPHAN in
+	 * ns__thr_release: the previous owner's writes to the slot happen
+	 * before ours.  The OFD lock orders them too (through the kernel),
+	 * but that is invisible to the C memory model and to TSan. */
+	if (ns_load_acquire(&s->state) != NS_SLOT_FREE) {
 		/* A dead or orphaned owner left it: finish its work first.
 		 * We already hold the slot's lock, so recovery is ours. */
 		t->idx = idx;

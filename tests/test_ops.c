@@ -402,6 +402,25 @@ static void getset_returns_the_old_value(void **state)
 	t_assert_consistent(f->c);
 }
 
+/* Regression (found by UBSan): an empty value read into a NULL buffer of
+ * capacity 0 passed NULL to memcpy, which is undefined even for 0 bytes. */
+static void test_empty_value_into_null_buffer(void **state)
+{
+	struct fx *f = *state;
+	size_t n = 99;
+
+	assert_code(ns_set(f->s, K("e"), NULL, 0, 0), 0);
+	assert_code(ns_get(f->s, K("e"), NULL, 0, &n), 0);
+	assert_int_equal(n, 0);
+	n = 99;
+	assert_code(ns_get_ex(f->s, K("e"), NULL, 0, &n, NULL), 0);
+	assert_int_equal(n, 0);
+	n = 99;
+	assert_code(ns_getset(f->s, K("e"), "x", 1, 0, NULL, 0, &n), 0);
+	assert_int_equal(n, 0);
+	assert_value(f->s, "e", "x");
+}
+
 /* ---- ns_get_ex, ns_stat, ns_exists -------------------------------------- */
 
 static void item_info_fields(void **state)
@@ -1612,6 +1631,7 @@ int main(void)
 		T(replace_stores_only_when_present),
 		T(cas_stores_only_on_the_version_read),
 		T(getset_returns_the_old_value),
+		T(test_empty_value_into_null_buffer),
 		T(item_info_fields),
 		T(created_ms_has_second_resolution),
 		TR(info_times_are_real_time),

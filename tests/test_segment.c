@@ -1073,6 +1073,8 @@ static void more_live_threads_than_slots_is_eslots(void **state)
 				 ns_strerror(args[i].result));
 	}
 	pthread_barrier_destroy(&bar);
+	free(args);
+	free(th);
 	if (ok != n - 1 || full != EXTRA + 1)
 		fail_msg("%u threads got a slot and %u NS_ESLOTS; want %u and %u",
 			 ok, full, n - 1, EXTRA + 1);
