@@ -132,8 +132,12 @@ static size_t free_before(ns_cache *c, struct ns_slot_shm *s, bool cache,
 			ns__push_free(c, cls, off);
 			s->slab_busy = 0;
 		}
-		if (next == 0)
+		if (next == 0) {
+			/* Dying here leaves an empty list with a stale tail;
+			 * recovery clears it (recover.c). */
+			NS_FAULT("reclaim:emptied");
 			s->retire_tail = 0;
+		}
 		if (s->retire_count)
 			s->retire_count--;
 		s->retire_bytes -= s->retire_bytes < c->classes[cls].size ?

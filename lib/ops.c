@@ -20,9 +20,12 @@
  *   6. retire the old item (freed after a grace period)
  *   7. clear the intent                                NONE
  *
- * Up to PUBLISHED the lock is held, so recovery can look at the chain and
- * see whether step 4 happened.  After UNLOCKED only step 6 is left, and the
- * retire list's tail tells whether it was done.  A delete and an eviction
+ * In LOCKED the lock is held, so recovery can look at the chain and see
+ * whether step 4 happened.  PUBLISHED (a release store after step 4) says
+ * it did, whether or not the lock is still held: step 5 releases the lock
+ * before UNLOCKED is written, so recovery must not ask the lock there.
+ * After PUBLISHED only step 6 is left, and the retire list's tail tells
+ * whether it was done.  A delete and an eviction
  * are the same protocol with in_new = 0.
  *
  * Every conditional store (add, replace, cas, getset, incr) is that one
@@ -378,8 +381,10 @@ void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word
 	NS_FAULT("del:intent");
 	ns_store_release(word, 0ull);
 	NS_FAULT("del:unlinked");
-	ns_store_relaxed(&sl->in_phase, (uint32_t)NS_PH_PUBLISHED);
+	/* Release: PUBLISHED means the word was stored (recover.c). */
+	ns_store_release(&sl->in_phase, (uint32_t)NS_PH_PUBLISHED);
 	ns__bucket_unlock(c, t, b);
+	NS_FAULT("del:released");
 	ns_store_relaxed(&sl->in_phase, (uint32_t)NS_PH_UNLOCKED);
 	NS_FAULT("del:unlocked");
 	ns__acct_gone(c, t, (struct ns_item_shm *)(c->base + off), why);
@@ -822,10 +827,12 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 	/* 4. Publish with one release store (also unlinks the old item). */
 	ns_store_release(word, (uint64_t)tag_of(h) << 48 | off);
 	NS_FAULT("set:published");
-	ns_store_relaxed(&sl->in_phase, (uint32_t)NS_PH_PUBLISHED);
+	/* Release: PUBLISHED means the word was stored (recover.c). */
+	ns_store_release(&sl->in_phase, (uint32_t)NS_PH_PUBLISHED);
 
 	/* 5. Unlock. */
 	ns__bucket_unlock(c, t, b);
+	NS_FAULT("set:released");
 	ns_store_relaxed(&sl->in_phase, (uint32_t)NS_PH_UNLOCKED);
 	NS_FAULT("set:unlocked");
 

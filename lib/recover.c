@@ -12,11 +12,20 @@
  *
  *   intent phase       lock held by the dead slot?   what recovery does
  *   BUILT / none       maybe (taken, nothing chosen)  free in_new; unlock
- *   LOCKED, PUBLISHED  yes                            look in the chain: new
+ *   LOCKED             yes                            look in the chain: new
  *                                                     there -> retire old;
  *                                                     not -> free new; unlock
+ *   PUBLISHED          maybe (released just before    the word was stored:
+ *                      UNLOCKED was written)          retire old unless the
+ *                                                     retire list has it;
+ *                                                     unlock if still held
  *   UNLOCKED           no                             retire old unless the
  *                                                     retire list has it
+ *
+ * PUBLISHED must not depend on the lock: the writer releases the lock and
+ * only then writes UNLOCKED, so a writer killed in between leaves
+ * PUBLISHED with the lock free (or already taken by somebody else).  The
+ * old item is unlinked all the same, and nothing but this intent names it.
  *
  * Then the chunk caches go back to the free lists, the retire list is
  * reclaimed (what is still inside a grace period stays, and the slot is
@@ -108,7 +117,6 @@ static int recover_held(ns_cache *c, uint32_t idx)
 	uint32_t phase = s->in_phase;
 	uint64_t b1 = s->in_bucket;
 	ns_off_t nw = s->in_new, old = s->in_old;
-	bool audit = s->slab_busy != 0;
 	bool locked = false;
 	uint64_t b = 0;
 
@@ -117,6 +125,19 @@ static int recover_held(ns_cache *c, uint32_t idx)
 	/* Recovery moves the dead client's chunks: a write section of its
 	 * slot, which we own while we hold its lock. */
 	ns__wsec_enter(c, s);
+	/* Ask for the audit before anything below clears slab_busy: a
+	 * recoverer killed halfway must not hide the dead client's window
+	 * from the one that finishes its work. */
+	if (s->slab_busy != 0)
+		ns_add_return(&c->hdr->audit_wanted, 1u);
+	/* An empty list whose tail still names a chunk: the owner died in
+	 * free_before between taking the last chunk off the head and
+	 * clearing the tail.  That chunk is free now; a later retire into
+	 * this slot must not append to it. */
+	if (s->retire_head == 0) {
+		s->retire_tail = 0;
+		s->retire_count = s->retire_bytes = 0;
+	}
 	/* The dead process's reads are over. */
 	ns_store_relaxed(&s->epoch, 0ull);
 
@@ -127,15 +148,20 @@ static int recover_held(ns_cache *c, uint32_t idx)
 	if (nw != 0 && (phase == NS_PH_BUILT ||
 			((phase == NS_PH_LOCKED || phase == NS_PH_PUBLISHED) &&
 			 locked && ns__chain_find_locked(c, b, nw) == NULL))) {
-		/* Never published: nobody can have seen it. */
+		/* Never published: nobody can have seen it.  Busy before it
+		 * leaves the intent: a recoverer killed before the push
+		 * leaks it, and the flag calls the audit. */
+		s->slab_busy = 1;
+		cmm_barrier();
 		s->in_new = 0;
 		free_chunk_of(c, s, nw);
+		s->slab_busy = 0; /* also when it was in the cache, or not a chunk */
 	}
 	if (old != 0) {
 		bool gone;
-		if (phase == NS_PH_UNLOCKED)
-			gone = true;
-		else if ((phase == NS_PH_LOCKED || phase == NS_PH_PUBLISHED) && locked)
+		if (phase == NS_PH_UNLOCKED || phase == NS_PH_PUBLISHED)
+			gone = true; /* the word no longer names it (see above) */
+		else if (phase == NS_PH_LOCKED && locked)
 			gone = ns__chain_find_locked(c, b, old) == NULL;
 		else
 			gone = false;
@@ -176,8 +202,6 @@ static int recover_held(ns_cache *c, uint32_t idx)
 		s->cache_n[k] = 0;
 	}
 	ns__reclaim_slot(c, s, false);
-	if (audit)
-		ns_add_return(&c->hdr->audit_wanted, 1u);
 	ns_add_return(&c->hdr->recoveries, 1ull);
 	ns__wsec_exit(s);
 	ns_store_release(&s->state, (uint32_t)(s->retire_head ? NS_SLOT_ORPHAN
