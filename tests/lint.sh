@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# lint.sh SRCDIR BUILDDIR - cppcheck and clang-tidy over lib/, as TAP.
+# lint.sh SRCDIR BUILDDIR - cppcheck and clang-tidy over lib/, and the
+# torture's list of fault points against lib/, as TAP.
 #
 # Both must report nothing (issue 7).  What each leaves out, and why, is
 # in .clang-tidy and in the cppcheck arguments below.  A tool that is not
@@ -10,7 +11,7 @@ src=$1
 build=$2
 cd "$src" || exit 1
 
-echo "1..2"
+echo "1..3"
 
 n=0
 run() { # NAME COMMAND...: one TAP line; the tool's output as diagnostics
@@ -43,4 +44,19 @@ run "cppcheck lib/" cppcheck --quiet --error-exitcode=1 --inline-suppr \
 	-I lib -I lib/include lib/
 # The checks are in .clang-tidy; -p gives clang-tidy the build's flags.
 run "clang-tidy lib/" clang-tidy --quiet -p "$build" lib/*.c
+
+# The torture makes clients die at every fault point of the library: a new
+# NS_FAULT in lib/ must be added to its lists (or to the excuse below).
+n=$((n + 1))
+missing=$(grep -rhoE --exclude=fault.c 'NS_FAULT\("[a-z_:]+"\)' lib/ | sed 's/.*("\(.*\)")/\1/' |
+	sort -u | while read -r f; do
+		[[ $f == create:initialized ]] && continue # clients attach, never create
+		grep -q "\"$f\"" tests/torture.c || echo "$f"
+	done)
+if [[ -z $missing ]]; then
+	echo "ok $n - every fault point of lib/ is in tests/torture.c"
+else
+	echo "not ok $n - fault points missing from tests/torture.c: $(echo $missing)"
+	failed=1
+fi
 exit "$failed"

@@ -105,14 +105,16 @@ static const char *const op_names[] = {
 #undef OP_NAME
 };
 
-/* The library's fault points a client can die at (grep 'NS_FAULT("' lib/).
+/* The library's fault points a client can die at (grep 'NS_FAULT("' lib/;
+ * tests/lint.sh fails when one of lib/ is in neither list).
  * create:initialized is left out: clients attach an existing segment.  The
  * page-move points only nsd reaches: they are in nsd_faults. */
 static const char *const client_faults[] = {
 	"alloc:taken",  "slab:popped",   "set:built",    "lock:taken",
 	"over:claimed", "set:intent",    "set:published", "set:unlocked",
 	"set:retired",  "del:intent",    "del:unlinked", "del:unlocked",
-	"del:retired",  "key:locked",    "flight:claimed",
+	"del:retired",  "key:locked",    "flight:claimed", "set:released",
+	"del:released", "reclaim:emptied",
 };
 static const char *const nsd_faults[] = { "move:moving", "move:pushing" };
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
