@@ -421,14 +421,16 @@ int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
  * inside its read section holds the reader floor back, and nothing retired
  * since can be freed (rule 4); writers that churn a few keys then retire
  * the whole segment in well under a tenth of a second, and evicting more
- * only retires more.  The rounds above last well under a millisecond, so
- * without a wait a 1 ms pause of any reader fails every store with
- * NS_ENOMEM.  As for a bucket lock held by a live owner (NS_LOCK_TIMEOUT_MS),
- * we wait for the reader instead, bounded (rule 7): while some reader's
- * epoch is what keeps retired chunks from being freed, sleep and reclaim
- * again, without evicting, for at most NS_ALLOC_WAIT_MS; a dead blocker is
- * recovered at once.  Only a reader paused longer than that costs a
- * NS_ENOMEM.
+ * only retires more (and throws live items away for nothing).  The rounds
+ * last well under a millisecond, so without a wait a 1 ms pause of any
+ * reader failed every store with NS_ENOMEM.  As for a bucket lock held by a
+ * live owner (NS_LOCK_TIMEOUT_MS), we wait for the reader instead, bounded
+ * (rule 7): when some reader's epoch is what keeps retired chunks from
+ * being freed, wait until it moves on (a dead blocker is recovered at
+ * once) and reclaim before evicting; and when the rounds are spent, keep
+ * waiting and reclaiming without evicting.  All of it within one budget of
+ * NS_ALLOC_WAIT_MS per allocation: only a reader paused longer than that
+ * costs a NS_ENOMEM.
  */
 #define NS_ALLOC_WAIT_MS 500
 #define NS_ALLOC_WAIT_STEP_US 500
@@ -448,6 +450,12 @@ static bool wait_grace(ns_cache *c, struct ns_thr *t, uint64_t *deadline)
 		return false;
 	if (*deadline == 0)
 		*deadline = now + NS_ALLOC_WAIT_MS * 1000ull;
+	/* A reader that runs leaves within microseconds: yield first. */
+	for (int i = 0; i < 16; i++) {
+		if (ns_load_acquire(&c->slots[b].epoch) != e)
+			return true;
+		sched_yield();
+	}
 	for (; now < *deadline; now = ns__mono_us()) {
 		if (ns__slot_alive(c, t->fd, (uint32_t)b) == 0) {
 			ns__recover_slot(c, t, (uint32_t)b); /* its reads are over */
@@ -507,6 +515,11 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 			round--;
 			continue;
 		}
+		/* Retired chunks held back by a reader: wait for it before
+		 * evicting live items, which would only be retired too. */
+		if (wait_grace(c, t, &deadline) && s->retire_count &&
+		    ns__reclaim(c, t) > 0)
+			continue;
 		/* Out of memory: evict a few of this class, then reclaim. */
 		int evicted = 0;
 		for (int i = 0; i < NS_EVICT_PER_ROUND; i++) {
