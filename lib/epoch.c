@@ -218,3 +218,35 @@ size_t ns__reclaim(ns_cache *c, struct ns_thr *t)
 	}
 	return freed;
 }
+
+int ns__grace_blocker(ns_cache *c, struct ns_thr *t, uint64_t *epoch)
+{
+	uint64_t min = 0;
+	int blocker = -1;
+
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct ns_slot_shm *s = &c->slots[i];
+		if (i == t->idx || ns_load_relaxed(&s->state) != NS_SLOT_ACTIVE)
+			continue;
+		uint64_t e = ns_load_acquire(&s->epoch);
+		if (e != 0 && (min == 0 || e < min)) {
+			min = e;
+			blocker = (int)i;
+		}
+	}
+	if (blocker < 0)
+		return -1;
+	*epoch = min;
+	/* Something retired at or after that epoch?  A list's tail is its
+	 * newest entry; another owner may change it under us, so the item is
+	 * only looked at through the bounds-checked helper (a hint). */
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct ns_slot_shm *s = &c->slots[i];
+		if (ns_load_relaxed(&s->state) == NS_SLOT_FREE)
+			continue;
+		struct ns_item_shm *it = ns__item(c, ns_load_relaxed(&s->retire_tail));
+		if (it && (int32_t)(ns_load_relaxed(&it->retire_epoch) - (uint32_t)min) >= 0)
+			return blocker;
+	}
+	return -1;
+}

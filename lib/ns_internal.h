@@ -254,6 +254,11 @@ size_t ns__reclaim_cheap(ns_cache *c, struct ns_thr *t);
 /* The same for any slot S whose owner we are (ourselves, or a dead slot we
  * hold the lock of).  CACHE: may free into S's chunk cache. */
 size_t ns__reclaim_slot(ns_cache *c, struct ns_slot_shm *s, bool cache);
+/* Whether retired chunks (in any slot) wait only for a grace period that
+ * another slot's reader holds open: the slot with the oldest reader epoch,
+ * or -1, and that epoch in *EPOCH.  A hint read without locks, for
+ * ns__alloc's bounded wait. */
+int ns__grace_blocker(ns_cache *c, struct ns_thr *t, uint64_t *epoch);
 int ns__membarrier(ns_cache *c);
 
 /* ---- slab.c ------------------------------------------------------------- */

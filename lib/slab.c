@@ -35,6 +35,7 @@
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic_ops.h>
 
@@ -414,12 +415,68 @@ int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
 
 #define NS_ALLOC_ROUNDS 32   /* reclaim/evict rounds before NS_ENOMEM */
 #define NS_EVICT_PER_ROUND 4 /* evictions per round; a grace period each */
+/*
+ * Memory that is only waiting for a grace period is not gone.  A reader
+ * that is descheduled or stopped (SIGSTOP, a debugger, a frozen cgroup)
+ * inside its read section holds the reader floor back, and nothing retired
+ * since can be freed (rule 4); writers that churn a few keys then retire
+ * the whole segment in well under a tenth of a second, and evicting more
+ * only retires more (and throws live items away for nothing).  The rounds
+ * last well under a millisecond, so without a wait a 1 ms pause of any
+ * reader failed every store with NS_ENOMEM.  As for a bucket lock held by a
+ * live owner (NS_LOCK_TIMEOUT_MS), we wait for the reader instead, bounded
+ * (rule 7): when some reader's epoch is what keeps retired chunks from
+ * being freed, wait until it moves on (a dead blocker is recovered at
+ * once) and reclaim before evicting; and when the rounds are spent, keep
+ * waiting and reclaiming without evicting.  All of it within one budget of
+ * NS_ALLOC_WAIT_MS per allocation: only a reader paused longer than that
+ * costs a NS_ENOMEM.
+ */
+#define NS_ALLOC_WAIT_MS 500
+#define NS_ALLOC_WAIT_STEP_US 500
+
+/* Wait while the oldest reader keeps retired chunks from being freed:
+ * true when it has moved on (or was dead and is recovered), so that a
+ * reclaim can free now; false when no reader holds retired memory back, or
+ * the time is up.  Polls the reader's epoch word: no membarrier while it
+ * stays where it is. */
+static bool wait_grace(ns_cache *c, struct ns_thr *t, uint64_t *deadline)
+{
+	uint64_t e = 0;
+	int b = ns__grace_blocker(c, t, &e);
+	uint64_t now = ns__mono_us();
+
+	if (b < 0)
+		return false;
+	if (*deadline == 0)
+		*deadline = now + NS_ALLOC_WAIT_MS * 1000ull;
+	/* A reader that runs leaves within microseconds: yield first. */
+	for (int i = 0; i < 16; i++) {
+		if (ns_load_acquire(&c->slots[b].epoch) != e)
+			return true;
+		sched_yield();
+	}
+	for (; now < *deadline; now = ns__mono_us()) {
+		if (ns__slot_alive(c, t->fd, (uint32_t)b) == 0) {
+			ns__recover_slot(c, t, (uint32_t)b); /* its reads are over */
+			return true;
+		}
+		usleep(NS_ALLOC_WAIT_STEP_US);
+		if (ns_load_acquire(&c->slots[b].epoch) != e)
+			return true;
+	}
+	return false;
+}
 
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 {
 	struct ns_slot_shm *s = t->slot;
+	uint64_t deadline = 0;
+	bool waiting = false;
 
-	for (int round = 0; round <= NS_ALLOC_ROUNDS; round++) {
+	/* While WAITING, a chunk found (on the free list, or freed by a
+	 * reclaim) goes on to the cache and out whatever the round. */
+	for (int round = 0; round <= NS_ALLOC_ROUNDS || waiting; round++) {
 		int n = s->cache_n[cls];
 		if (n > 0) {
 			ns_off_t off = s->cache[cls][n - 1];
@@ -450,6 +507,19 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 			continue;
 		if (s->retire_count && ns__reclaim(c, t) > 0)
 			continue;
+		if (waiting) {
+			/* Freed chunks of other owners reach the free list
+			 * once they run again: look again each step. */
+			if (!wait_grace(c, t, &deadline))
+				waiting = false; /* then one last full round */
+			round--;
+			continue;
+		}
+		/* Retired chunks held back by a reader: wait for it before
+		 * evicting live items, which would only be retired too. */
+		if (wait_grace(c, t, &deadline) && s->retire_count &&
+		    ns__reclaim(c, t) > 0)
+			continue;
 		/* Out of memory: evict a few of this class, then reclaim. */
 		int evicted = 0;
 		for (int i = 0; i < NS_EVICT_PER_ROUND; i++) {
@@ -469,6 +539,11 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 		}
 		if (s->cache_n[cls] == 0)
 			sched_yield(); /* readers inside a grace period, or lost races */
+		if (round == NS_ALLOC_ROUNDS && deadline == 0 && s->cache_n[cls] == 0 &&
+		    wait_grace(c, t, &deadline)) {
+			waiting = true;
+			round--;
+		}
 	}
 	ns_add_return(&c->classes[cls].enomem, 1ull);
 	return NS_ENOMEM;

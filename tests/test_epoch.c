@@ -463,6 +463,88 @@ static void test_recover_dead_releases_dead_readers_epoch(void **state)
 	fx_close(&f);
 }
 
+/*
+ * A reader paused inside its read section (here: it leaves PAUSE_MS after
+ * being told to; in the torture, a client SIGSTOPped there) holds back
+ * every chunk retired meanwhile.  A writer that churns one key retires the
+ * whole segment within that pause; the store that then finds no memory
+ * must wait for the grace period (bounded, NS_ALLOC_WAIT_MS in slab.c),
+ * not fail with NS_ENOMEM: the memory is retired, not live.  Before the
+ * wait, ns__alloc gave up after rounds that last well under a millisecond.
+ */
+#define PAUSE_MS 200
+#define BIG_VALUE (100u << 10)
+
+static void test_enomem_while_reader_paused(void **state)
+{
+	struct fx f;
+	(void)state;
+
+	fx_open(&f);
+	ns_cache *c = f.c;
+	char *val = malloc(BIG_VALUE);
+	assert_non_null(val);
+	memset(val, 'v', BIG_VALUE);
+	int cls = ns__class_for(c, sizeof(struct ns_item_shm) + 1 + BIG_VALUE);
+	assert_true(cls >= 0);
+	/* Enough stores to retire every chunk of the segment several times. */
+	uint64_t chunks = (uint64_t)c->npages * c->classes[cls].per_page;
+	assert_int_equal(ns_set(f.s, "k", 1, val, BIG_VALUE, 0), 0);
+
+	/* The reader enters, and leaves PAUSE_MS after 'g' (we are inside
+	 * ns_set by then, and cannot tell it to). */
+	int p2c[2], c2p[2];
+	assert_int_equal(pipe(p2c), 0);
+	assert_int_equal(pipe(c2p), 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int err = 0;
+		struct ns_thr *t = ns__thr(c, &err);
+		if (t == NULL)
+			_exit(2);
+		ns__read_enter(c, t->slot);
+		write_byte(c2p[1], 'e');
+		if (read_byte(p2c[0], WAIT_MS) != 'g')
+			_exit(3);
+		usleep(PAUSE_MS * 1000);
+		ns__read_exit(t->slot);
+		_exit(0);
+	}
+	assert_int_equal(read_byte(c2p[0], WAIT_MS), 'e');
+	assert_non_null(reader_slot(c, pid));
+	write_byte(p2c[1], 'g');
+
+	uint64_t t0 = t_now_ns(), blocked_ns = 0;
+	for (uint64_t i = 0; i < 3 * chunks + 8; i++) {
+		uint64_t s0 = t_now_ns();
+		int r = ns_set(f.s, "k", 1, val, BIG_VALUE, 0);
+		if (r != 0)
+			fail_msg("set %llu of %llu (%llu chunks of %u bytes), %llu ms after the "
+				 "reader's pause began: %d (%s)", (unsigned long long)i,
+				 (unsigned long long)(3 * chunks + 8), (unsigned long long)chunks,
+				 c->classes[cls].size,
+				 (unsigned long long)((t_now_ns() - t0) / 1000000u), r,
+				 ns_strerror(r));
+		if (t_now_ns() - s0 > blocked_ns)
+			blocked_ns = t_now_ns() - s0;
+	}
+	int st = t_wait(pid, WAIT_MS);
+	assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	print_message("# longest store %llu ms (the reader paused %d ms)\n",
+		      (unsigned long long)(blocked_ns / 1000000u), PAUSE_MS);
+	close(p2c[0]);
+	close(p2c[1]);
+	close(c2p[0]);
+	close(c2p[1]);
+	free(val);
+	ns__recover_dead(c); /* the reader exited without detaching */
+	t_assert_consistent(c);
+	fx_close(&f);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], NO_MB_ARG) == 0) {
@@ -479,6 +561,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_reclaimer_without_membarrier_respects_membarrier_readers),
 		cmocka_unit_test(test_dead_reader_does_not_block_reclaim),
 		cmocka_unit_test(test_recover_dead_releases_dead_readers_epoch),
+		cmocka_unit_test(test_enomem_while_reader_paused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
