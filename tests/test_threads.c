@@ -17,6 +17,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -127,12 +128,19 @@ static void check_read(struct tally *t, int e, const char *buf, size_t n,
 	}
 }
 
+/* Hammer threads that hold a client slot; hammer_start waits for all. */
+static int hammers_bound;
+
 static void *hammer(void *p)
 {
 	struct hammer_arg *a = p;
 	struct tally *t = &a->t;
 	char key[32], val[700], buf[700], nv[32];
 	uint64_t x = a->seed;
+	int err = 0;
+
+	assert_non_null(ns__thr(a->s->c, &err));
+	__atomic_add_fetch(&hammers_bound, 1, __ATOMIC_RELEASE);
 
 	while (t_now_ns() < a->end_ns) {
 		for (int i = 0; i < 32; i++, t->ops++) {
@@ -226,6 +234,13 @@ static void hammer_start(ns_space *s, pthread_t *th, struct hammer_arg *a)
 					    .seed = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) };
 		assert_int_equal(pthread_create(&th[i], NULL, hammer, &a[i]), 0);
 	}
+	/* Every hammer thread holds its slot before anything else runs: a
+	 * slot that a brief thread gives back must not be taken by a hammer
+	 * thread still starting (the check after each brief thread would see
+	 * it ACTIVE again, legitimately). */
+	while (__atomic_load_n(&hammers_bound, __ATOMIC_ACQUIRE) < NTHR)
+		sched_yield();
+	__atomic_store_n(&hammers_bound, 0, __ATOMIC_RELAXED);
 }
 
 /* Join them and check what they saw; the counters end exactly at the
