@@ -113,7 +113,7 @@ wrk_run() { # PORT SECONDS
 }
 
 rows=()
-declare -A rps backend errors restarts
+declare -A rps backend errors restarts sockets
 failed=0
 
 run_mode() {
@@ -146,7 +146,7 @@ run_mode() {
 	fi
 
 	echo "demo.sh: $mode: $WORKERS workers on port $port, ${WARM}s warm-up, ${RUN}s measured" >&2
-	[[ $mode == none ]] || wrk_run "$port" "$WARM" >/dev/null
+	[[ $mode == none || $WARM == 0 ]] || wrk_run "$port" "$WARM" >/dev/null
 	before=$(http_get "$port" /stats)
 	if [[ $mode == namestore ]]; then
 		# Halfway through, SIGKILL worker 1 (a child of the server
@@ -179,6 +179,8 @@ run_mode() {
 		ratio=$(awk "BEGIN { printf \"%.4f\", $hits / ($hits + $misses) }")
 	fi
 	rps[$mode]=$(field "$line" rps)
+	sockets[$mode]="connect $(field "$line" connect), read $(field "$line" read), write $(field "$line" write), timeout $(field "$line" timeout)"
+	((sock == 0)) || sockets[$mode]+=" (of $(field "$line" requests) requests)"
 	backend[$mode]=$calls
 	errors[$mode]=$(( errs + $(field "$line" status) ))
 	restarts[$mode]=$rst
@@ -218,12 +220,16 @@ if [[ -n ${rps[none]:-} && -n ${rps[namestore]:-} ]]; then
 fi
 if [[ -n ${backend[private]:-} && -n ${backend[namestore]:-} ]]; then
 	awk -v a="${backend[namestore]}" -v b="${backend[private]}" -v n="$WORKERS" 'BEGIN {
-		printf "namestore backend calls / private: %.3f = 1/%.2f (goal: at most 1/%d): %s\n",
-			a / b, b / a, n, (a * n <= b) ? "met" : "NOT met" }'
+		printf "namestore backend calls / private: %d / %d = 1/%.3f (goal: at most 1/%d): %s\n",
+			a, b, b / a, n, (a * n <= b) ? "met" : "NOT met"
+		printf "  (1/%d is the bound: a private cache makes at most one call per key per TTL per worker)\n", n }'
 fi
+for m in $MODES; do
+	echo "wrk socket errors, $m: ${sockets[$m]}"
+done
 if [[ -n ${restarts[namestore]:-} ]]; then
 	if ((${restarts[namestore]} == 1)); then
-		echo "the SIGKILLed worker was restarted; its in-flight requests are the socket errors"
+		echo "namestore: the SIGKILLed worker was restarted; the connections it held are wrk's read errors"
 	else
 		echo "demo.sh: expected 1 worker restart in namestore mode, saw ${restarts[namestore]}" >&2
 		failed=1

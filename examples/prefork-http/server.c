@@ -811,6 +811,10 @@ static void worker_main(unsigned slot, int lfd, pid_t parent)
 				conn_event(evs[i].data.ptr, evs[i].events);
 		}
 	}
+	/* Give this worker's client slot back, so that nobody has to
+	 * recover it as a dead client's (a SIGKILLed worker leaves that to
+	 * nsd or to whoever trips over it).  NULL in the other modes. */
+	ns_detach(cache);
 	_exit(0);
 }
 
