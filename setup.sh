@@ -3,7 +3,9 @@
 # test suite.  Meant for a fresh Debian bookworm with gcc, make and git, run
 # as root; running it again only rebuilds what changed.
 #
-#   ./setup.sh demo   build, then run build/examples/ns-demo
+#   ./setup.sh demo   build, then run the prefork HTTP demo
+#                     (examples/prefork-http/demo.sh: nsd, the server in
+#                     three cache modes, wrk, a table)
 #   ./setup.sh test   build every variant and run the tests that fit each:
 #                     build/ (all tests), build-asan/ (ASan+UBSan, all
 #                     tests), build-tsan/ (TSan, suite 'threads'), and
@@ -19,6 +21,9 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 
 PACKAGES=(meson ninja-build pkg-config g++ liburcu-dev libatomic-ops-dev
 	libcmocka-dev valgrind cppcheck clang-tidy clang libclang-rt-14-dev)
+# Only for the demo: wrk is the HTTP load generator that drives the prefork
+# server (examples/prefork-http/README.md).
+DEMO_PACKAGES=(wrk)
 BUILD_DIR=build
 
 usage() {
@@ -26,12 +31,13 @@ usage() {
 	exit 2
 }
 
-# Install only the packages that are missing, and refresh the package lists
-# only when something has to be installed, so a second run touches nothing.
+# install_deps PACKAGE...: install only the packages that are missing, and
+# refresh the package lists only when something has to be installed, so a
+# second run touches nothing.
 install_deps() {
 	local missing=() pkg sudo=()
 
-	for pkg in "${PACKAGES[@]}"; do
+	for pkg in "$@"; do
 		if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |
 			grep -q 'install ok installed'; then
 			missing+=("$pkg")
@@ -138,16 +144,16 @@ run_variants() {
 [[ $# -eq 1 ]] || usage
 case $1 in
 demo)
-	install_deps
+	install_deps "${PACKAGES[@]}" "${DEMO_PACKAGES[@]}"
 	build "$BUILD_DIR" -Dwerror=true
-	exec "$BUILD_DIR/examples/ns-demo"
+	exec examples/prefork-http/demo.sh "$BUILD_DIR"
 	;;
 test)
-	install_deps
+	install_deps "${PACKAGES[@]}"
 	run_variants "${VARIANTS[@]}"
 	;;
 quick)
-	install_deps
+	install_deps "${PACKAGES[@]}"
 	run_variants normal
 	;;
 *)
