@@ -17,9 +17,14 @@
  * between, check that the claimer's slot is still owned (its OFD lock) by
  * the same claim; if the claimer died, or failed and cleared the word, a
  * waiter claims the entry itself and loads.  A waiter that has waited
- * wait_ms in total gives up with NS_ETIMEDOUT.  Two keys whose hashes share
- * an entry do not wait for each other: the second loads without single
- * flight, which costs a duplicate load, never a wrong value.
+ * wait_ms in total gives up with NS_ETIMEDOUT.  A key's flight may sit in
+ * any of NS_FLIGHT_PROBE entries from its hash on (linear probing): a
+ * caller first looks for one claimed for its hash in all of them, then
+ * claims the first free one.  Only when all of them are held by other
+ * keys does it load without single flight, which costs a duplicate load,
+ * never a wrong value.  (With one entry a key, two of a thousand hot keys
+ * sharing an entry and missing together cost a duplicate load each time:
+ * the prefork demo of examples/ saw it.)
  *
  * Stale-while-revalidate: with stale_ms, a caller that finds the value
  * expired less than stale_ms ago and the key's flight already claimed gets
@@ -36,6 +41,7 @@
 
 #define NS_FLIGHT_WAIT_MS 5000 /* default total wait for another loader */
 #define NS_FLIGHT_SLICE_MS 20  /* sleep between liveness checks of the claimer */
+#define NS_FLIGHT_PROBE 4      /* entries a key's flight may use */
 
 static void futex_wait(uint32_t *word, uint32_t seen, uint64_t ms)
 {
@@ -107,7 +113,7 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 {
 	ns_cache *c;
 	struct ns_thr *t;
-	struct ns_flight_shm *fl;
+	struct ns_flight_shm *fl = NULL, *free_fl;
 	uint64_t h, mine, wait_ms, stale_ms, deadline;
 	int err = 0;
 
@@ -125,15 +131,14 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 	wait_ms = opts && opts->wait_ms ? opts->wait_ms : NS_FLIGHT_WAIT_MS;
 	stale_ms = opts ? opts->stale_ms : 0;
 	h = ns__hash(c->hdr->hash_seed, s->id, key, klen);
-	fl = &c->flights[h & (NS_FLIGHTS - 1)];
 	mine = (uint64_t)(t->idx + 1) << 48 | (h & NS_SLOT_OFF_MASK);
 	deadline = ns__mono_ms();
 	deadline = wait_ms > UINT64_MAX - deadline ? UINT64_MAX : deadline + wait_ms;
 
 	for (;;) {
 		bool stale = false;
-		uint32_t seq;
-		uint64_t w;
+		uint32_t seq = 0;
+		uint64_t w = 0;
 
 		err = ns__get_stale(s, key, klen, h, buf, cap, vlen, stale_ms, &stale);
 		if ((err == 0 || err == NS_ERANGE) && !stale)
@@ -144,17 +149,34 @@ int ns_get_or_set(ns_space *s, const void *key, size_t klen, void *buf,
 		 * touches the flight entry.  Reading seq only now loses no
 		 * wake-up: a flight that ended since our read shows as a
 		 * free word, which we claim and then read the key again. */
-		seq = ns_load_acquire(&fl->seq);
-		w = ns_load_acquire(&fl->word);
-		if (w == 0) {
-			if (ns_cmpxchg(&fl->word, 0ull, mine) == 0)
+		fl = NULL;
+		free_fl = NULL;
+		for (unsigned i = 0; i < NS_FLIGHT_PROBE; i++) {
+			struct ns_flight_shm *f = &c->flights[(h + i) & (NS_FLIGHTS - 1)];
+			uint32_t sq = ns_load_acquire(&f->seq);
+			uint64_t fw = ns_load_acquire(&f->word);
+
+			if (fw == 0) {
+				if (free_fl == NULL)
+					free_fl = f;
+			} else if ((fw & NS_SLOT_OFF_MASK) == (h & NS_SLOT_OFF_MASK)) {
+				fl = f; /* this key's flight */
+				seq = sq;
+				w = fw;
 				break;
+			}
+		}
+		if (fl == NULL && free_fl != NULL) {
+			if (ns_cmpxchg(&free_fl->word, 0ull, mine) == 0) {
+				fl = free_fl;
+				break;
+			}
 			continue;
 		}
-		if ((w & NS_SLOT_OFF_MASK) != (h & NS_SLOT_OFF_MASK) || w == mine) {
-			/* Another key's flight holds the entry, or this very
-			 * thread's (a loader asking for its own key): load
-			 * without single flight. */
+		if (fl == NULL || w == mine) {
+			/* Other keys' flights hold every entry we may use, or
+			 * the flight is this very thread's (a loader asking for
+			 * its own key): load without single flight. */
 			if (stale)
 				return err;
 			return load(s, key, klen, buf, cap, vlen, loader, arg);

@@ -499,6 +499,67 @@ static void eight_racers_load_once(void **state)
 	assert_stored(f->s, "race", "raced-value");
 }
 
+/*
+ * Two keys whose hashes share a flight entry.  While key A's flight holds
+ * the entry (its loader is slow), racers missing key B used to load
+ * without single flight, one load each: the prefork demo of examples/
+ * lost single flight that way on a thousand hot keys.  B's flight now
+ * takes the next entry, and B loads once.
+ */
+static void colliding_keys_each_load_once(void **state)
+{
+	struct fix *f = *state;
+	ns_cache *c = f->s->c;
+	static char ka[32], kb[32];
+	uint64_t ea = 0;
+	int found = 0;
+
+	for (unsigned i = 0; i < 1000000 && found < 2; i++) {
+		char k[32];
+		snprintf(k, sizeof(k), "collide%u", i);
+		uint64_t e = ns__hash(c->hdr->hash_seed, f->s->id, k, strlen(k)) &
+			     (NS_FLIGHTS - 1);
+		if (found == 0) {
+			memcpy(ka, k, sizeof(k));
+			ea = e;
+			found = 1;
+		} else if (e == ea) {
+			memcpy(kb, k, sizeof(k));
+			found = 2;
+		}
+	}
+	assert_int_equal(found, 2);
+
+	struct ldr la = mkldr(f->sh, 0, ka, "value-a");
+	struct ldr lb = mkldr(f->sh, 1, kb, "value-b");
+	struct how ha = { .opts = { .wait_ms = 10000 } };
+	struct how hb = { .race = true, .opts = { .wait_ms = 10000 } };
+	pid_t pa, p[RACERS];
+
+	la.mark = true;
+	la.sleep_ms = 600;  /* A's flight holds the shared entry meanwhile */
+	lb.sleep_ms = 200;  /* B's own flight stays open while B's racers arrive */
+	pa = spawn(f->s, f->sh, RACERS, ka, la, ha);
+	assert_true(wait_flag(&f->sh->loading, 1, 20000));
+	for (int i = 0; i < RACERS; i++)
+		p[i] = spawn(f->s, f->sh, i, kb, lb, hb);
+	bool ready = wait_flag(&f->sh->ready, RACERS, 20000);
+	atomic_store(&f->sh->go, 1);
+	for (int i = 0; i < RACERS; i++)
+		reap(p[i], i);
+	reap(pa, RACERS);
+	assert_true(ready);
+	for (int i = 0; i < RACERS; i++)
+		assert_got(f->sh, i, "value-b");
+	assert_got(f->sh, RACERS, "value-a");
+	print_message("# keys %s and %s share flight entry %llu: %d and %d load(s)\n",
+		      ka, kb, (unsigned long long)ea, atomic_load(&f->sh->calls[0]),
+		      atomic_load(&f->sh->calls[1]));
+	assert_int_equal(atomic_load(&f->sh->calls[0]), 1);
+	assert_int_equal(atomic_load(&f->sh->calls[1]), 1);
+	assert_int_equal(atomic_load(&f->sh->bad_key), 0);
+}
+
 #define WAITERS 3
 
 /* The loader's process is SIGKILLed mid-load while three callers wait: one
@@ -824,6 +885,7 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(broken_loader_is_einval, setup, teardown),
 		cmocka_unit_test_setup_teardown(eight_racers_load_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(colliding_keys_each_load_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(killed_loader_is_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(failed_loader_is_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(short_wait_times_out, setup, teardown),
