@@ -468,11 +468,37 @@ static bool wait_grace(ns_cache *c, struct ns_thr *t, uint64_t *deadline)
 	return false;
 }
 
+/*
+ * A dead client's retired chunks, and those of its chunk cache, come back
+ * only when its slot is recovered: by nsd, which may be down, or by a
+ * process that claims the slot.  Before evicting live items for memory that
+ * is only held there, recover such slots ourselves (the torture lost
+ * counters to evictions while nsd was being restarted).  Only for the
+ * out-of-memory path: one F_OFD_GETLK per slot that holds something.
+ * Returns how many slots were recovered.
+ */
+static int recover_holders(ns_cache *c, struct ns_thr *t, int cls)
+{
+	int n = 0;
+
+	for (uint32_t i = 0; i < c->nslots; i++) {
+		struct ns_slot_shm *o = &c->slots[i];
+
+		if (i == t->idx || ns_load_relaxed(&o->state) == NS_SLOT_FREE ||
+		    (ns_load_relaxed(&o->retire_count) == 0 &&
+		     ns_load_relaxed(&o->cache_n[cls]) == 0))
+			continue;
+		if (ns__slot_alive(c, t->fd, i) == 0 && ns__recover_slot(c, t, i) > 0)
+			n++;
+	}
+	return n;
+}
+
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 {
 	struct ns_slot_shm *s = t->slot;
 	uint64_t deadline = 0;
-	bool waiting = false;
+	bool waiting = false, recovered = false;
 
 	/* While WAITING, a chunk found (on the free list, or freed by a
 	 * reclaim) goes on to the cache and out whatever the round. */
@@ -520,6 +546,14 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 		if (wait_grace(c, t, &deadline) && s->retire_count &&
 		    ns__reclaim(c, t) > 0)
 			continue;
+		/* Chunks held by dead clients: take them back first, once. */
+		if (!recovered) {
+			recovered = true;
+			if (recover_holders(c, t, cls) > 0) {
+				round--;
+				continue;
+			}
+		}
 		/* Out of memory: evict a few of this class, then reclaim. */
 		int evicted = 0;
 		for (int i = 0; i < NS_EVICT_PER_ROUND; i++) {

@@ -3,8 +3,11 @@
  * NS_ENOMEM only when nothing can be evicted (a class that owns no page);
  * eviction approximates LRU, so keys that keep being read outlive the rest.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -220,11 +223,98 @@ static void test_hot_keys_outlive_cold_ones(void **state)
 	t_assert_consistent(c);
 }
 
+/*
+ * A client killed with a long retire list (a reader held its grace period
+ * open while it overwrote one key again and again) leaves that memory to
+ * recovery, and nsd may be down.  A writer that ran out of memory evicted
+ * live items instead of taking those chunks back: the 30-minute torture
+ * lost incr counters that way while nsd was being restarted.
+ */
+static void test_dead_clients_retired_chunks_before_eviction(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	char val[100], key[16];
+	int cls = ns__class_for(c, sizeof(struct ns_item_shm) + 8 + sizeof(val));
+	int r2p[2], p2r[2], c2p[2];
+	pid_t reader, churner;
+	char b;
+
+	assert_true(cls >= 0);
+	/* The class may have every page of the segment: aim at a share of
+	 * all of them.  60% retired by the dead client + 60% new > 100%. */
+	uint64_t cap = (uint64_t)c->npages * c->classes[cls].per_page;
+	uint64_t m = cap * 6 / 10;
+
+	memset(val, 'k', sizeof(val));
+	assert_int_equal(ns_set(f->s, "keep0000", 8, val, sizeof(val), 0), 0);
+	assert_int_equal(pipe(r2p), 0);
+	assert_int_equal(pipe(p2r), 0);
+	assert_int_equal(pipe(c2p), 0);
+	fflush(stdout);
+	reader = fork();
+	assert_true(reader >= 0);
+	if (reader == 0) {
+		int err = 0;
+		struct ns_thr *t = ns__thr(c, &err);
+		if (t == NULL)
+			_exit(2);
+		ns__read_enter(c, t->slot);
+		if (write(r2p[1], "e", 1) != 1 || read(p2r[0], &b, 1) != 1)
+			_exit(3);
+		ns__read_exit(t->slot);
+		_exit(0);
+	}
+	assert_int_equal(read(r2p[0], &b, 1), 1);
+	churner = fork();
+	assert_true(churner >= 0);
+	if (churner == 0) {
+		for (uint64_t i = 0; i < m; i++) {
+			val[0] = (char)('a' + i % 26);
+			if (ns_set(f->s, "churn000", 8, val, sizeof(val), 0) != 0)
+				_exit(4);
+		}
+		if (write(c2p[1], "d", 1) != 1)
+			_exit(5);
+		pause();
+		_exit(0);
+	}
+	assert_int_equal(read(c2p[0], &b, 1), 1);
+	assert_int_equal(kill(churner, SIGKILL), 0);
+	assert_int_not_equal(t_wait(churner, 10000), -1);
+	assert_int_equal(write(p2r[1], "g", 1), 1);
+	int st = t_wait(reader, 10000);
+	assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+	/* Nobody has recovered the churner (no nsd, no new slot claimed). */
+	uint64_t ev0 = ns_load_relaxed(&c->classes[cls].evictions);
+	for (uint64_t i = 1; i <= m; i++) {
+		snprintf(key, sizeof(key), "new%05x", (unsigned)(i & 0xfffff));
+		assert_int_equal(ns_set(f->s, key, 8, val, sizeof(val), 0), 0);
+	}
+	print_message("# %llu chunks of %u bytes, %llu retired by the dead client, "
+		      "%llu evictions\n", (unsigned long long)cap, c->classes[cls].size,
+		      (unsigned long long)m,
+		      (unsigned long long)(ns_load_relaxed(&c->classes[cls].evictions) - ev0));
+	assert_int_equal(ns_load_relaxed(&c->classes[cls].evictions) - ev0, 0);
+	size_t n = 0;
+	assert_int_equal(ns_get(f->s, "keep0000", 8, val, sizeof(val), &n), 0);
+	for (int i = 0; i < 2; i++) {
+		close(r2p[i]);
+		close(p2r[i]);
+		close(c2p[i]);
+	}
+	ns__recover_dead(c);
+	t_assert_consistent(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_full_cache_keeps_setting_enomem_only_without_victims, setup_small_items, teardown),
 		cmocka_unit_test_setup_teardown(test_hot_keys_outlive_cold_ones, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dead_clients_retired_chunks_before_eviction,
+						setup_small_items, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
