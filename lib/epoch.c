@@ -124,8 +124,13 @@ static size_t free_before(ns_cache *c, struct ns_slot_shm *s, bool cache,
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 			s->retire_head = next;
 		} else {
-			/* Busy before it leaves the list: dying between the
-			 * two steps leaks it, and the flag calls the audit. */
+			/* Free while still on the list, then busy before it
+			 * leaves: dying between the two steps leaks it, the
+			 * flag calls the audit, and the state lets a live
+			 * audit take it back (it leaves RETIRED chunks alone,
+			 * recover.c).  Shaded first, for an audit running. */
+			ns__shade(c, off);
+			ns_store_relaxed(&it->state, (uint32_t)NS_CH_FREE);
 			s->slab_busy = 1;
 			cmm_barrier();
 			s->retire_head = next;

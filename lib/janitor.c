@@ -182,8 +182,10 @@ int ns__janitor_alive(ns_cache *c)
  * idle client's cache or retire list) is given back: the mark is cleared
  * and its parked chunks return to their free list.  A killed nsd leaves a
  * DRAINING page, which the next one gives back, or a MOVING one, which it
- * finishes (or, if the move was halfway through pushing chunks, leaves to
- * the audit).
+ * finishes: from the park list if the page had not changed class yet, or
+ * from the page's carved counter, the cursor of the pushes, if it had (the
+ * one chunk in flight may be lost to the audit; a page's worth was, when
+ * the rest of the pushes were left to it).
  */
 #define NS_MOVE_TIMEOUT_MS 10000
 #define NS_MOVE_CANDIDATES 8 /* pages compared when choosing one to move */
@@ -207,20 +209,36 @@ static ns_off_t page_base(ns_cache *c, uint32_t p)
 	return c->data_off + (uint64_t)p * NS_PAGE_SIZE;
 }
 
-/* Hand every parked chunk of page P back to its class's free list. */
+/* Hand every parked chunk of page P back to its class's free list, one at
+ * a time: only the janitor takes chunks off a park list (parkers only push
+ * on it), so a pop cannot meet ABA, and a janitor killed here loses at most
+ * the one chunk between the two lists (its slab_busy calls the audit).
+ * Taking the whole list at once lost all of it, half a page, to a kill. */
 static void unpark_all(ns_cache *c, uint32_t p)
 {
 	struct ns_page_shm *pg = &c->pages[p];
-	ns_off_t off = ns_load_acquire(&pg->park_head);
+	int err = 0;
+	struct ns_thr *t = ns__thr(c, &err);
+	ns_off_t off;
 
-	while (off && ns_cmpxchg(&pg->park_head, off, 0ull) != off)
-		off = ns_load_acquire(&pg->park_head);
-	while (off) {
-		ns_off_t next = ((struct ns_item_shm *)(c->base + off))->next;
+	while ((off = ns_load_acquire(&pg->park_head)) != 0) {
 		int cls = ns__class_of(c, off);
-		if (cls >= 0)
+		if (cls < 0 || ns__page_of(c, off) != pg) {
+			/* Not a chunk of this page: drop the list, the
+			 * audit finds what it held. */
+			ns_store_relaxed(&pg->park_head, 0ull);
+			ns_add_return(&c->hdr->audit_wanted, 1u);
+			break;
+		}
+		ns_off_t next = ns_load_relaxed(&((struct ns_item_shm *)(c->base + off))->next);
+		if (t)
+			t->slot->slab_busy = 1;
+		if (ns_cmpxchg(&pg->park_head, off, next) == off) {
+			NS_FAULT("move:unparking");
 			ns__push_free(c, cls, off);
-		off = next;
+		}
+		if (t)
+			t->slot->slab_busy = 0;
 	}
 }
 
@@ -260,8 +278,13 @@ static void flush_own_cache(ns_cache *c, struct ns_thr *t, int cls)
 		 * hole), then onto the park list: dying in between loses
 		 * the chunk to the audit, never puts it in two places. */
 		s->slab_busy = 1;
-		s->cache[cls][k] = s->cache[cls][s->cache_n[cls] - 1];
+		/* The last entry changes place: shaded for a live audit, and
+		 * out of the count before it fills the hole (in both places,
+		 * recovery would push it twice; this way a kill leaks it). */
+		ns_off_t last = s->cache[cls][s->cache_n[cls] - 1];
+		ns__shade(c, last);
 		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] - 1));
+		s->cache[cls][k] = last;
 		ns__push_free(c, cls, off); /* parks it: the page is draining */
 		s->slab_busy = 0;
 	}
@@ -300,27 +323,44 @@ void ns__page_move_abort(ns_cache *c, uint32_t p)
 	unpark_all(c, p);
 }
 
-/* All chunks of P are parked: give the page to its new class. */
+/* Hand the chunks of moved page P to its (new) class's free list, from its
+ * carved counter on: the counter is the cursor of the hand-over, so a
+ * janitor killed halfway is continued by the next one (ns__pages_resume). */
+static void move_push(ns_cache *c, uint32_t p)
+{
+	struct ns_page_shm *pg = &c->pages[p];
+	int to = (int)pg->cls - 1;
+	struct ns_class_shm *cl = &c->classes[to];
+
+	for (uint32_t k = pg->carved; k < cl->per_page; k++) {
+		/* Counted before pushed: dying between the two loses this
+		 * one chunk to the audit, and never pushes it twice. */
+		ns_store_release(&pg->carved, k + 1);
+		if (k == cl->per_page / 2)
+			NS_FAULT("move:pushing");
+		ns__push_free_raw(c, to, page_base(c, p) + (uint64_t)k * cl->size);
+	}
+	/* NORMAL first: a MOVING page always names its class in move_to. */
+	ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
+	ns_store_relaxed(&pg->move_to, 0u);
+}
+
+/* All chunks of P are parked: give the page to its new class.  The store of
+ * cls is the commit point: before it, a resume starts the move over from
+ * the park list; after it, the resume goes on pushing from the cursor. */
 static void move_finish(ns_cache *c, uint32_t p)
 {
 	struct ns_page_shm *pg = &c->pages[p];
 	int from = (int)pg->cls - 1, to = (int)pg->move_to - 1;
-	struct ns_class_shm *cl = &c->classes[to];
 
 	ns_store_release(&pg->drain, (uint32_t)NS_PG_MOVING);
 	NS_FAULT("move:moving");
-	ns_store_relaxed(&pg->park_head, 0ull);
-	ns_store_relaxed(&pg->carved, cl->per_page);
+	ns_store_relaxed(&pg->carved, 0u);
 	ns_store_release(&pg->cls, (uint32_t)to + 1);
+	ns_store_relaxed(&pg->park_head, 0ull);
 	ns_add_return(&c->classes[from].npages, (uint32_t)-1);
-	ns_add_return(&cl->npages, 1u);
-	for (uint32_t k = 0; k < cl->per_page; k++) {
-		ns__push_free_raw(c, to, page_base(c, p) + (uint64_t)k * cl->size);
-		if (k == cl->per_page / 2)
-			NS_FAULT("move:pushing");
-	}
-	ns_store_relaxed(&pg->move_to, 0u);
-	ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
+	ns_add_return(&c->classes[to].npages, 1u);
+	move_push(c, p);
 }
 
 int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
@@ -367,15 +407,24 @@ void ns__pages_resume(ns_cache *c)
 		uint32_t d = ns_load_acquire(&pg->drain);
 
 		if (d == NS_PG_MOVING) {
-			if (pg->move_to != 0 && pg->cls != pg->move_to &&
-			    park_count(c, pg, NS_PAGE_SIZE) >= c->classes[pg->cls - 1].per_page) {
-				move_finish(c, p); /* killed before it began */
+			uint32_t to = pg->move_to, cls = pg->cls;
+			if (to != 0 && cls != to && cls != 0 && cls <= c->nclasses &&
+			    park_count(c, pg, NS_PAGE_SIZE) >= c->classes[cls - 1].per_page) {
+				move_finish(c, p); /* killed before the commit */
+			} else if (to != 0 && cls == to && to <= c->nclasses) {
+				/* Killed while pushing: go on from the cursor.
+				 * The chunk it names may not have been pushed;
+				 * the audit finds it if not. */
+				ns_store_relaxed(&pg->park_head, 0ull);
+				if (pg->carved != 0)
+					ns_add_return(&c->hdr->audit_wanted, 1u);
+				move_push(c, p);
 			} else {
-				/* Killed while pushing the new chunks: the
-				 * audit finds the ones not pushed. */
+				/* Not a state a move leaves (a damaged
+				 * record): the audit finds what is lost. */
 				ns_store_relaxed(&pg->move_to, 0u);
 				ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
-				ns_store_relaxed(&c->hdr->audit_wanted, 1u);
+				ns_add_return(&c->hdr->audit_wanted, 1u);
 			}
 		} else if (d == NS_PG_DRAINING) {
 			ns__page_move_abort(c, p);

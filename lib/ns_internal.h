@@ -98,6 +98,7 @@ struct ns_thr {
 	int fd;                    /* own open file description: holds the slot's OFD lock */
 	unsigned forkgen;          /* ns__forkgen when claimed; a child sees a mismatch */
 	uint64_t rng;              /* xorshift state for eviction sampling */
+	uint64_t pin_gave_up;      /* a free-list pin we waited out once (slab.c) */
 	struct ns_thr *next;       /* c->thrs list, under ns__mu */
 };
 
@@ -267,9 +268,19 @@ int ns__class_for(const ns_cache *c, size_t bytes); /* <0: too big */
 int ns__class_of(const ns_cache *c, ns_off_t off);  /* <0: not a chunk start */
 struct ns_page_shm *ns__page_of(const ns_cache *c, ns_off_t off); /* NULL: not in a page */
 void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off);
-/* Pop class CLS's whole free list, park the chunks of draining pages and
- * push the others back.  Returns the number parked.  nsd only. */
+/* Park the chunks of draining pages that sit on class CLS's free list,
+ * unlinking them under a pin (clients keep allocating).  Returns the number
+ * parked.  nsd only. */
 size_t ns__slab_sift(ns_cache *c, struct ns_thr *t, int cls);
+/* Pin the head of CLS's free list for T: *OUT is the pinned chunk (0: the
+ * list is empty, nothing pinned), and every link below it holds still until
+ * ns__unpin.  NS_EBUSY if another live slot holds the class's pin. */
+int ns__pin_head(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out);
+/* Move T's pin of CLS down to OFF, a chunk below the pinned one. */
+void ns__pin_move(ns_cache *c, struct ns_thr *t, int cls, ns_off_t off);
+void ns__unpin(ns_cache *c, struct ns_thr *t, int cls);
+/* Clear every pin of slot IDX; its recoverer holds its lock. */
+void ns__pins_release(ns_cache *c, uint32_t idx);
 /* Take a chunk of class CLS; on success it is recorded as t->slot->in_new
  * with phase BUILT.  May reclaim and evict.  NS_ENOMEM when nothing is left. */
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out);

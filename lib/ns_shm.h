@@ -111,7 +111,8 @@ struct ns_hdr_shm {
 	uint32_t next_page __attribute__((aligned(NS_CACHELINE))); /* atomic CAS; pages handed out */
 	uint32_t over_hint;    /* atomic relaxed; where to look for a free overflow bucket */
 	uint32_t spaces_lock;  /* owner slot + 1; breakable like a bucket lock */
-	uint32_t audit_wanted; /* atomic; recovery found a chunk it could not place */
+	uint32_t audit_wanted; /* atomic add: requests for the audit (a chunk nobody
+				* could place); it clears only those it saw */
 	uint64_t next_version; /* atomic add; versions handed to slots in blocks */
 	uint64_t recoveries;   /* atomic add; slots recovered so far */
 
@@ -224,7 +225,9 @@ struct ns_class_shm {
 	uint32_t pad;
 	uint64_t evictions;  /* atomic add */
 	uint64_t enomem;     /* atomic add: allocations that failed (nsd moves pages) */
-	uint8_t pad1[NS_CACHELINE - 48];
+	uint64_t pin;        /* free-list chunk poppers must not take: pinner slot + 1
+			      * << 40 | off / 8; 0 none (slab.c, "pinning") */
+	uint8_t pad1[NS_CACHELINE - 56];
 };
 
 /* Page states (ns_page_shm.drain), for moving a page to another class. */

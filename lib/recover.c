@@ -174,6 +174,7 @@ static int recover_held(ns_cache *c, uint32_t idx)
 	}
 	if (ns_load_relaxed(&c->hdr->spaces_lock) == idx + 1)
 		ns_store_release(&c->hdr->spaces_lock, 0u);
+	ns__pins_release(c, idx); /* died sifting or auditing a free list */
 	s->in_phase = NS_PH_NONE;
 	s->in_bucket = s->in_new = s->in_old = 0;
 
@@ -282,7 +283,8 @@ struct marks {
 	uint8_t *m;
 	bool live;             /* clients attached: seeing a chunk twice is a
 				* move, not an error; walks must be stable */
-	bool unstable;         /* live: a list kept changing under the walk */
+	bool unstable;         /* live: a free list could not be pinned */
+	struct ns_thr *t;      /* live: the auditor (the pins are its) */
 	uint64_t max_per_page;
 	struct ns_verify_report *rep;
 };
@@ -419,51 +421,54 @@ static void mark_index(struct marks *mk)
 	free(linked);
 }
 
-#define NS_LIVE_WALK_TRIES 64 /* live audit: walks of a changing list */
-
+/*
+ * Free lists.  Alone, walk them.  Live, clients pop and push meanwhile, and
+ * a walk standing on a chunk that is popped and reused may read a rewritten
+ * link and miss the rest of the list.  So the walk pins the list first
+ * (slab.c, "pinning"): below the pinned chunk nothing moves, and the pin
+ * moves down with the walk.  Chunks pushed above it meanwhile are shaded.
+ * (An earlier version trusted a walk only if the head's tag held still for
+ * all of it, which under a steady write load a walk of a long list never
+ * did: the live audit gave up every time and leaked chunks piled up.)
+ */
 static void mark_free_lists(struct marks *mk)
 {
 	ns_cache *c = mk->c;
 
 	for (uint32_t k = 0; k < c->nclasses; k++) {
-		/* Live: a walk is trusted only if the head's tag did not move
-		 * while it ran (every push and pop moves it), since a popped
-		 * chunk's link may be rewritten and lead the walk astray. */
-		for (int attempt = 0;; attempt++) {
-			uint64_t h = ns_load_acquire(&c->classes[k].free_head);
-			ns_off_t off = (h & ((1ull << 40) - 1)) << 3;
-			uint64_t n = 0;
-			bool broken = false;
-			while (off) {
-				if (ns__class_of(c, off) != (int)k || n++ > mk->rep->chunks) {
-					broken = true;
-					break;
-				}
-				if (!mark(mk, off, M_FREE, "free list"))
-					break;
-				mk->rep->free++;
-				off = ns_load_relaxed(&((struct ns_item_shm *)(c->base + off))->next);
-			}
-			cmm_smp_rmb();
-			if (!mk->live) {
-				if (broken) {
-					mk->rep->bad_refs++;
-					fail(mk->rep, "free list of class %llu broken at %llu",
-					     k, (unsigned long long)off);
-				}
-				break;
-			}
-			if (ns_load_relaxed(&c->classes[k].free_head) == h && !broken)
-				break;
-			if (attempt >= NS_LIVE_WALK_TRIES) {
-				mk->unstable = true;
-				break;
-			}
+		uint64_t h = ns_load_acquire(&c->classes[k].free_head);
+		ns_off_t off = (h & ((1ull << 40) - 1)) << 3;
+		uint64_t n = 0;
+
+		if (mk->live && ns__pin_head(c, mk->t, (int)k, &off) != 0) {
+			mk->unstable = true; /* another auditor or sifter */
+			continue;
 		}
+		while (off) {
+			if (ns__class_of(c, off) != (int)k || n++ > mk->rep->chunks) {
+				mk->rep->bad_refs++;
+				fail(mk->rep, "free list of class %llu broken at %llu",
+				     k, (unsigned long long)off);
+				mk->unstable = mk->live; /* sweep nothing after it */
+				break;
+			}
+			if (!mark(mk, off, M_FREE, "free list")) {
+				mk->unstable = mk->live;
+				break;
+			}
+			mk->rep->free++;
+			if (mk->live && (n & 255) == 0)
+				ns__pin_move(c, mk->t, (int)k, off);
+			off = ns_load_relaxed(&((struct ns_item_shm *)(c->base + off))->next);
+		}
+		if (mk->live)
+			ns__unpin(c, mk->t, (int)k);
 	}
-	/* Chunks parked on the pages nsd is moving are free too. */
+	/* Chunks parked on the pages nsd is moving are free too.  Parkers
+	 * only push, and only the janitor (the auditor, or not running) takes
+	 * the list: a walk of it cannot go astray. */
 	for (uint32_t p = 0; p < c->npages; p++) {
-		ns_off_t off = c->pages[p].park_head;
+		ns_off_t off = ns_load_acquire(&c->pages[p].park_head);
 		uint64_t n = 0;
 		while (off) {
 			if (ns__page_of(c, off) != &c->pages[p] || ns__class_of(c, off) < 0 ||
@@ -476,7 +481,7 @@ static void mark_free_lists(struct marks *mk)
 			if (!mark(mk, off, M_FREE, "park list"))
 				break;
 			mk->rep->free++;
-			off = ((struct ns_item_shm *)(c->base + off))->next;
+			off = ns_load_relaxed(&((struct ns_item_shm *)(c->base + off))->next);
 		}
 	}
 }
@@ -489,30 +494,8 @@ static void mark_slots(struct marks *mk)
 
 	for (uint32_t i = 0; i < c->nslots; i++) {
 		struct ns_slot_shm *s = &c->slots[i];
-		if (s->state == NS_SLOT_FREE)
-			continue;
-		/* Live: the owner changes its retire list and caches only
-		 * inside a write section; trust a walk made while none was
-		 * open and none began. */
-		for (int attempt = 0;; attempt++) {
-			uint32_t w = ns_load_acquire(&s->wsec);
-			if (mk->live && (w & 1u)) {
-				if (attempt >= NS_LIVE_WALK_TRIES) {
-					mk->unstable = true;
-					break;
-				}
-				usleep(50);
-				continue;
-			}
+		if (ns_load_relaxed(&s->state) != NS_SLOT_FREE)
 			mark_slot(mk, s);
-			cmm_smp_rmb();
-			if (!mk->live || ns_load_relaxed(&s->wsec) == w)
-				break;
-			if (attempt >= NS_LIVE_WALK_TRIES) {
-				mk->unstable = true;
-				break;
-			}
-		}
 	}
 }
 
@@ -521,11 +504,21 @@ static void mark_slot(struct marks *mk, struct ns_slot_shm *s)
 	ns_cache *c = mk->c;
 	uint64_t n = 0;
 
-	for (int k = 0; k < NS_MAX_CLASSES; k++)
-		for (int j = 0; j < s->cache_n[k] && j < NS_SLOT_CACHE; j++)
-			if (mark(mk, s->cache[k][j], M_CACHED, "slot cache"))
+	/* Live, the owner may be changing its cache as we read it.  It
+	 * removes and appends entries at the end only (the janitor's flush
+	 * shades the entry it moves), and what it moves is shaded: an entry
+	 * that stays in the cache stays in its place, below any count read
+	 * later. */
+	for (int k = 0; k < NS_MAX_CLASSES; k++) {
+		uint8_t cn = ns_load_relaxed(&s->cache_n[k]);
+		for (int j = 0; j < cn && j < NS_SLOT_CACHE; j++)
+			if (mark(mk, ns_load_relaxed(&s->cache[k][j]), M_CACHED, "slot cache"))
 				mk->rep->cached++;
-	for (ns_off_t off = s->retire_head; off; n++) {
+	}
+	/* Live, a retire list cannot be walked safely (its owner frees from
+	 * its head); the sweep leaves every chunk in the RETIRED state alone
+	 * instead (sweep_snapshot). */
+	for (ns_off_t off = mk->live ? 0 : s->retire_head; off; n++) {
 		if (n > mk->rep->chunks)
 			break;
 		/* The head may also sit in the cache (see recovery). */
@@ -538,23 +531,25 @@ static void mark_slot(struct marks *mk, struct ns_slot_shm *s)
 		mk->rep->retired++;
 		off = ns__item(c, off)->next;
 	}
-	if (s->in_new && !marked(mk, s->in_new) &&
-	    mark(mk, s->in_new, M_FLIGHT, "intent"))
+	ns_off_t nw = ns_load_relaxed(&s->in_new), old = ns_load_relaxed(&s->in_old);
+	if (nw && !marked(mk, nw) && mark(mk, nw, M_FLIGHT, "intent"))
 		mk->rep->in_flight++;
-	if (s->in_old && !marked(mk, s->in_old) &&
-	    mark(mk, s->in_old, M_FLIGHT, "intent"))
+	if (old && !marked(mk, old) && mark(mk, old, M_FLIGHT, "intent"))
 		mk->rep->in_flight++;
 }
 
+/* Mark every record; live (T, the auditor, not NULL) with clients at work. */
 static int run_marks_mode(ns_cache *c, struct ns_verify_report *rep,
-			  struct marks *mk, bool live)
+			  struct marks *mk, struct ns_thr *t)
 {
+	bool live = t != NULL;
 	uint32_t used = ns_load_relaxed(&c->hdr->next_page);
 
 	memset(rep, 0, sizeof(*rep));
 	mk->c = c;
 	mk->rep = rep;
 	mk->live = live;
+	mk->t = t;
 	mk->unstable = false;
 	mk->max_per_page = NS_PAGE_SIZE / NS_MIN_CHUNK;
 	mk->m = calloc((size_t)c->npages * mk->max_per_page, 1);
@@ -579,7 +574,7 @@ static int run_marks_mode(ns_cache *c, struct ns_verify_report *rep,
 
 static int run_marks(ns_cache *c, struct ns_verify_report *rep, struct marks *mk)
 {
-	return run_marks_mode(c, rep, mk, false);
+	return run_marks_mode(c, rep, mk, NULL);
 }
 
 /* Call FN on every carved chunk no record holds. */
@@ -677,13 +672,15 @@ static void recount_spaces(ns_cache *c)
  *      and moved by nobody for the whole time: leaked.  Free it.
  *
  * Walking a list that changes under the walk can go astray (a popped
- * chunk's link is rewritten) and miss chunks that never moved, so a walk is
- * trusted only if its list did not change meanwhile: a free list's tagged
- * head kept its tag, a slot's write section count stayed even and the
- * same; otherwise the walk is repeated.  A chunk seen in two records is
- * moving, not an error.  A section that does not end in time (a stopped
- * client), a dead slot still inside one (recover it first), or a list that
- * never holds still makes the audit give up: NS_EBUSY, try again later.
+ * chunk's link is rewritten) and miss chunks that never moved.  Free lists
+ * are walked under a pin (mark_free_lists); slot caches are arrays whose
+ * entries stay in place; retire lists are not walked, their chunks are
+ * known by their RETIRED state instead (sweep_snapshot).  A chunk seen in
+ * two records is moving, not an error.  A dead slot inside a section is
+ * recovered by the auditor on the spot (its recovery is a section that sees
+ * the flag).  A section that does not end in time (a client stopped inside
+ * it) or a pin held by another live process makes the audit give up:
+ * NS_EBUSY, try later.
  */
 #define NS_AUDIT_WAIT_MS 1000
 
@@ -696,8 +693,17 @@ static int wait_sections(ns_cache *c, struct ns_thr *t, const uint32_t *seen)
 			if ((w & 1u) == 0 || w != seen[i] ||
 			    ns_load_relaxed(&s->state) == NS_SLOT_FREE)
 				break;
-			if (waited >= NS_AUDIT_WAIT_MS * 10 || ns__slot_alive(c, t->fd, i) == 0)
+			if (waited >= NS_AUDIT_WAIT_MS * 10)
 				return NS_EBUSY;
+			if (ns__slot_alive(c, t->fd, i) == 0) {
+				/* Died inside: finish its work ourselves (0:
+				 * somebody else is at it; wait for them). */
+				int r = ns__recover_slot(c, t, i);
+				if (r < 0)
+					return r;
+				if (r > 0)
+					continue;
+			}
 			usleep(100);
 		}
 	}
@@ -709,7 +715,9 @@ struct page_snap {
 };
 
 /* The live sweep: chunks of pages whose class is still the snapshot's and
- * that are not moving, carved by the snapshot, neither marked nor shaded. */
+ * that are not moving, carved by the snapshot, neither marked nor shaded,
+ * and not retired (a retire list is not walked live: see mark_slot; a
+ * chunk leaked while it left one stays for an audit with no client). */
 static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap,
 			       const uint8_t *shade)
 {
@@ -725,18 +733,28 @@ static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap,
 			carved = c->classes[k - 1].per_page;
 		for (uint32_t i = 0; i < carved; i++) {
 			uint64_t id = p * mk->max_per_page + i;
-			if (mk->m[id] != M_NONE ||
+			ns_off_t off = c->data_off + (uint64_t)p * NS_PAGE_SIZE +
+				       (uint64_t)i * c->classes[k - 1].size;
+			if (mk->m[id] != M_NONE)
+				continue;
+			/* The state first: whoever takes a chunk off a retire
+			 * list shades it before it changes the state, so a
+			 * state read as not RETIRED comes with its shade. */
+			if (ns_load_acquire(&((struct ns_item_shm *)(c->base + off))->state) ==
+			    NS_CH_RETIRED ||
 			    (ns_load_relaxed(&shade[id >> 3]) & (1u << (id & 7))))
 				continue;
 			n++;
-			ns__push_free(c, (int)k - 1, c->data_off + (uint64_t)p * NS_PAGE_SIZE +
-							 (uint64_t)i * c->classes[k - 1].size);
+			ns__push_free(c, (int)k - 1, off);
 		}
 	}
 	return n;
 }
 
-static int64_t audit_live(ns_cache *c, struct ns_thr *t)
+/* WANTED: hdr.audit_wanted before the audit began; a request made since
+ * (a client that died meanwhile) may name a chunk this audit saw in a
+ * record, so it is left standing for the next one. */
+static int64_t audit_live(ns_cache *c, struct ns_thr *t, uint32_t wanted)
 {
 	struct ns_verify_report rep;
 	struct marks mk;
@@ -788,7 +806,7 @@ static int64_t audit_live(ns_cache *c, struct ns_thr *t)
 		snap[p].cls = ns_load_acquire(&c->pages[p].cls);
 		snap[p].carved = ns_load_acquire(&c->pages[p].carved);
 	}
-	err = run_marks_mode(c, &rep, &mk, true);
+	err = run_marks_mode(c, &rep, &mk, t);
 	if (err)
 		goto out;
 	for (uint32_t i = 0; i < c->nslots; i++)
@@ -805,7 +823,7 @@ out:
 	free(seen);
 	if (err)
 		return err;
-	ns_store_relaxed(&c->hdr->audit_wanted, 0u);
+	ns_cmpxchg(&c->hdr->audit_wanted, wanted, 0u);
 	return (int64_t)n;
 }
 
@@ -820,10 +838,11 @@ int64_t ns__audit(ns_cache *c)
 	if (t == NULL)
 		return err;
 	ns__recover_dead(c);
+	uint32_t wanted = ns_load_acquire(&c->hdr->audit_wanted);
 	for (uint32_t i = 0; i < c->nslots; i++) {
 		if (i != t->idx && ns_load_relaxed(&c->slots[i].state) != NS_SLOT_FREE &&
 		    ns__slot_alive(c, t->fd, i) != 0)
-			return audit_live(c, t); /* others attached */
+			return audit_live(c, t, wanted); /* others attached */
 	}
 	err = run_marks(c, &rep, &mk);
 	if (err)
@@ -835,6 +854,6 @@ int64_t ns__audit(ns_cache *c)
 	n = sweep(&mk, ns__push_free);
 	free(mk.m);
 	recount_spaces(c);
-	ns_store_relaxed(&c->hdr->audit_wanted, 0u);
+	ns_cmpxchg(&c->hdr->audit_wanted, wanted, 0u);
 	return (int64_t)n;
 }

@@ -33,6 +33,7 @@
  * write for this (the hint is written at most once a second per item).
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -141,6 +142,9 @@ void ns__shade_slow(ns_cache *c, ns_off_t off)
 	if (bit != UINT64_MAX)
 		__atomic_fetch_or(&c->audit_map[bit >> 3], (uint8_t)(1u << (bit & 7)),
 				  __ATOMIC_SEQ_CST);
+	/* The shade before any store that follows (a new state): the live
+	 * sweep reads the state, then the shade (recover.c, sweep_snapshot). */
+	cmm_smp_wmb();
 }
 
 struct ns_page_shm *ns__page_of(const ns_cache *c, ns_off_t off)
@@ -154,7 +158,10 @@ static bool draining(const ns_cache *c, ns_off_t off)
 {
 	struct ns_page_shm *pg = ns__page_of(c, off);
 
-	return pg && ns_load_acquire(&pg->drain) != NS_PG_NORMAL;
+	/* Not while MOVING: then the page's old chunks are all parked and
+	 * the chunks being pushed belong to the new class, free to use (a
+	 * client that parked them would strand them). */
+	return pg && ns_load_acquire(&pg->drain) == NS_PG_DRAINING;
 }
 
 /* Put free chunk OFF of a draining page aside on the page's park list,
@@ -166,7 +173,7 @@ static void park(ns_cache *c, ns_off_t off)
 	ns_off_t h;
 
 	ns__shade(c, off);
-	it->state = NS_CH_FREE;
+	ns_store_release(&it->state, (uint32_t)NS_CH_FREE);
 	do {
 		h = ns_load_acquire(&pg->park_head);
 		ns_store_relaxed(&it->next, h);
@@ -182,7 +189,7 @@ void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off)
 	uint64_t h;
 
 	ns__shade(c, off);
-	it->state = NS_CH_FREE;
+	ns_store_release(&it->state, (uint32_t)NS_CH_FREE);
 	do {
 		h = ns_load_acquire(&cl->free_head);
 		ns_store_relaxed(&it->next, head_off(h));
@@ -198,56 +205,214 @@ void ns__push_free(ns_cache *c, int cls, ns_off_t off)
 }
 
 
+/* ---- pinning a free list --------------------------------------------- */
+
+/*
+ * The janitor's sift and the live audit walk a free list while clients pop
+ * and push.  A Treiber stack changes only at its head, so a chunk nobody
+ * may pop freezes the list below it: its link and every link under it stay
+ * as they are, and the walker may read them, or even unlink a chunk below
+ * it.  cl->pin names that chunk and its pinner's slot; a popper that finds
+ * the pinned chunk at the head waits until the pin moves on (the walker
+ * moves it down as it goes, so the wait is rare and short).
+ *
+ * To pin the head, the pinner stores the pin, then bumps the head's tag by
+ * CAS: a popper that read the head before the pin was visible fails its CAS
+ * and reads both again; one that reads the head after sees the pin (it
+ * loads the pin after the head).  From a pinned chunk the pin may move to
+ * any chunk below it with a plain store: nobody can pop that one before
+ * the chunks above it, and popping those needs a head that was written
+ * after the move.  A pinner that died leaves its pin; a popper waiting on
+ * it checks the pinner's liveness and clears it.
+ */
+#define PIN_OWNER_SHIFT 40
+#define NS_PIN_WAIT_MS 200
+
+static inline uint64_t pin_word(uint32_t owner, ns_off_t off)
+{
+	return (off >> 3) | ((uint64_t)owner << PIN_OWNER_SHIFT);
+}
+static inline ns_off_t pin_off(uint64_t w) { return (w & OFF_MASK) << 3; }
+static inline uint32_t pin_owner(uint64_t w) { return (uint32_t)(w >> PIN_OWNER_SHIFT); }
+
+/* Clear pin word W if its owner is gone; true if the pin is not W now.
+ * Under the owner's slot lock: while we hold it nobody can claim the slot,
+ * so no new pin can carry the same word while we clear the old one. */
+static bool pin_clear_dead(ns_cache *c, struct ns_thr *t, int cls, uint64_t w)
+{
+	uint64_t *pin = &c->classes[cls].pin;
+	uint32_t o = pin_owner(w);
+
+	if (o == 0 || o - 1 >= c->nslots) {
+		ns_cmpxchg(pin, w, 0ull); /* names no slot: damaged */
+		return true;
+	}
+	if (o - 1 != t->idx &&
+	    ns__lock_byte(t->fd, NS_LOCK_SLOT_BASE + (off_t)(o - 1), F_WRLCK, false) == 0) {
+		ns_cmpxchg(pin, w, 0ull);
+		ns__lock_byte(t->fd, NS_LOCK_SLOT_BASE + (off_t)(o - 1), F_UNLCK, false);
+		return true;
+	}
+	return ns_load_acquire(pin) != w; /* alive, or being recovered */
+}
+
+void ns__pins_release(ns_cache *c, uint32_t idx)
+{
+	for (uint32_t k = 0; k < c->nclasses; k++) {
+		uint64_t w = ns_load_acquire(&c->classes[k].pin);
+		if (w != 0 && pin_owner(w) == idx + 1)
+			ns_cmpxchg(&c->classes[k].pin, w, 0ull);
+	}
+}
+
+int ns__pin_head(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+	uint32_t me = t->idx + 1;
+	uint64_t w = ns_load_acquire(&cl->pin);
+
+	*out = 0;
+	if (w != 0 && pin_owner(w) != me && !pin_clear_dead(c, t, cls, w))
+		return NS_EBUSY;
+	for (int tries = 0; tries < 1000; tries++) {
+		uint64_t h = ns_load_acquire(&cl->free_head), cur = ns_load_acquire(&cl->pin);
+		ns_off_t off = head_off(h);
+		if (cur != 0 && pin_owner(cur) != me)
+			return NS_EBUSY; /* somebody else took it meanwhile */
+		if (off == 0) {
+			if (cur != 0)
+				ns_store_release(&cl->pin, 0ull);
+			return 0;
+		}
+		if (ns_cmpxchg(&cl->pin, cur, pin_word(me, off)) != cur)
+			continue;
+		cmm_smp_mb();
+		if (cas64(&cl->free_head, h, pack(off, head_tag(h) + 1))) {
+			*out = off;
+			return 0;
+		}
+	}
+	ns__unpin(c, t, cls);
+	return NS_EBUSY;
+}
+
+void ns__pin_move(ns_cache *c, struct ns_thr *t, int cls, ns_off_t off)
+{
+	ns_store_release(&c->classes[cls].pin, pin_word(t->idx + 1, off));
+}
+
+void ns__unpin(ns_cache *c, struct ns_thr *t, int cls)
+{
+	uint64_t w = ns_load_relaxed(&c->classes[cls].pin);
+
+	if (w != 0 && pin_owner(w) == t->idx + 1)
+		ns_cmpxchg(&c->classes[cls].pin, w, 0ull);
+}
+
+/* Pin W names the head of CLS's list: wait until the pin moves.  False
+ * after NS_PIN_WAIT_MS with a pinner alive but not moving (stopped): the
+ * caller looks for memory elsewhere, and so does every later pop that
+ * meets the same pin, at once. */
+static bool pin_wait(ns_cache *c, struct ns_thr *t, int cls, uint64_t w)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+	uint64_t t0 = 0;
+
+	if (t->pin_gave_up == w)
+		return pin_clear_dead(c, t, cls, w);
+	for (unsigned i = 1;; i++) {
+		if (ns_load_acquire(&cl->pin) != w)
+			return true;
+		if (i < 128) {
+			caa_cpu_relax();
+			continue;
+		}
+		if ((i & 31) == 0) {
+			uint64_t now = ns__mono_ms();
+			if (pin_clear_dead(c, t, cls, w))
+				return true;
+			if (t0 == 0) {
+				t0 = now;
+			} else if (now - t0 > NS_PIN_WAIT_MS) {
+				t->pin_gave_up = w;
+				return false;
+			}
+		}
+		sched_yield();
+	}
+}
+
 size_t ns__slab_sift(ns_cache *c, struct ns_thr *t, int cls)
 {
 	struct ns_class_shm *cl = &c->classes[cls];
-	uint64_t limit = (uint64_t)ns_load_relaxed(&cl->npages) * cl->per_page + 1;
-	ns_off_t *keep = malloc(limit * sizeof(*keep));
-	size_t nk = 0, parked = 0;
+	uint64_t limit = (uint64_t)ns_load_relaxed(&cl->npages) * cl->per_page + 1, n = 0;
+	ns_off_t first, prev, off;
+	size_t parked = 0;
 
-	if (keep == NULL)
+	if (ns__pin_head(c, t, cls, &first) != 0 || first == 0)
 		return 0;
-	/* Popped chunks sit in KEEP, which recovery cannot see: if we die
-	 * here the audit takes them back. */
-	t->slot->slab_busy = 1;
-	while (nk < limit) {
-		uint64_t h = ns_load_acquire(&cl->free_head);
-		ns_off_t off = head_off(h);
+	/* Below the pinned chunk the list holds still: unlink the chunks of
+	 * draining pages and park them. */
+	prev = first;
+	while ((off = ns_load_relaxed(&((struct ns_item_shm *)(c->base + prev))->next)) != 0 &&
+	       n++ < limit) {
 		struct ns_item_shm *it = ns__item(c, off);
-
-		if (off == 0 || it == NULL || ns__class_of(c, off) != cls)
-			break;
-		if (!cas64(&cl->free_head, h, pack(ns_load_relaxed(&it->next),
-						   head_tag(h) + 1)))
-			continue;
+		if (it == NULL || ns__class_of(c, off) != cls)
+			break; /* damaged: the audit's business */
 		if (draining(c, off)) {
+			/* Off the list, then parked: dying between the
+			 * two leaks it to the audit. */
+			t->slot->slab_busy = 1;
+			ns_store_relaxed(&((struct ns_item_shm *)(c->base + prev))->next,
+					 ns_load_relaxed(&it->next));
+			NS_FAULT("sift:unlinked");
 			park(c, off);
+			t->slot->slab_busy = 0;
 			parked++;
-		} else {
-			keep[nk++] = off;
+			continue;
 		}
+		prev = off;
+		if ((n & 255) == 0)
+			ns__pin_move(c, t, cls, prev);
 	}
-	while (nk)
-		ns__push_free(c, cls, keep[--nk]);
-	t->slot->slab_busy = 0;
-	free(keep);
+	ns__unpin(c, t, cls);
+	/* The pinned chunk itself, if it is still at the head. */
+	uint64_t h = ns_load_acquire(&cl->free_head);
+	if (draining(c, first) && head_off(h) == first) {
+		t->slot->slab_busy = 1;
+		if (cas64(&cl->free_head, h,
+			  pack(ns_load_relaxed(&((struct ns_item_shm *)(c->base + first))->next),
+			       head_tag(h) + 1))) {
+			park(c, first);
+			parked++;
+		}
+		t->slot->slab_busy = 0;
+	}
 	return parked;
 }
 
 #define NS_POP_TRIES 64 /* CAS retries under contention before giving up */
 
-/* Move one chunk from the class free list into S's cache. */
-static int pop_free(ns_cache *c, struct ns_slot_shm *s, int cls)
+/* Move one chunk from the class free list into T's cache. */
+static int pop_free(ns_cache *c, struct ns_thr *t, int cls)
 {
 	struct ns_class_shm *cl = &c->classes[cls];
+	struct ns_slot_shm *s = t->slot;
 
 	for (int i = 0; i < NS_POP_TRIES; i++) {
-		uint64_t h = ns_load_acquire(&cl->free_head);
+		uint64_t h = ns_load_acquire(&cl->free_head), pw;
 		ns_off_t off = head_off(h), next;
 		struct ns_item_shm *it;
 
 		if (off == 0)
 			return 0;
+		/* After the head: a pin made before this head is seen. */
+		pw = ns_load_acquire(&cl->pin);
+		if (ns_unlikely(pw != 0 && pin_off(pw) == off)) {
+			if (!pin_wait(c, t, cls, pw))
+				return 0;
+			continue;
+		}
 		it = ns__item(c, off);
 		if (it == NULL || ns__class_of(c, off) != cls)
 			return NS_ECORRUPT;
@@ -526,7 +691,7 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 			*out = off;
 			return 0;
 		}
-		int r = pop_free(c, s, cls);
+		int r = pop_free(c, t, cls);
 		if (r < 0)
 			return r;
 		if (r > 0 || carve(c, s, cls))

@@ -243,9 +243,43 @@ static void test_move_under_load(void **state)
 	t_assert_consistent(c);
 }
 
+/* In a forked mover: its own client slot, or exit 2. */
+static struct ns_thr *mover_thr(ns_cache *c)
+{
+	int e = 0;
+	struct ns_thr *t = ns__thr(c, &e);
+
+	if (t == NULL)
+		_exit(2);
+	return t;
+}
+
+/* Once MOVER was killed at POINT: recover, resume its page moves, run the audit: the
+ * audit takes back at most one chunk (the one the mover held between two
+ * lists), every chunk is accounted for, and no page is left moving. */
+static void resume_after_mover(ns_cache *c, const char *point, pid_t mover)
+{
+	int st = t_wait(mover, 10000);
+	if (st != -1 && WIFEXITED(st))
+		print_message("# the mover exited with %d\n", WEXITSTATUS(st));
+	assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+
+	ns__recover_dead(c);
+	ns__pages_resume(c);
+	for (uint32_t p = 0; p < c->npages; p++)
+		assert_int_equal(c->pages[p].drain, NS_PG_NORMAL);
+	int64_t got = 0;
+	if (c->hdr->audit_wanted)
+		got = ns__audit(c);
+	print_message("# %s: audit took back %lld chunk(s)\n", point, (long long)got);
+	assert_true(got >= 0 && got <= 1);
+	t_assert_consistent(c);
+}
+
 /* The mover killed after marking the page MOVING, or halfway through
- * handing out its new chunks: the next nsd's resume finishes the move or
- * leaves the rest to the audit, and every chunk is accounted for. */
+ * handing out its new chunks: the next nsd's resume finishes the move, and
+ * at most one chunk is lost to the audit (before, a kill at move:pushing
+ * left the rest of the page to it, half a page of chunks at a time). */
 static void kill_mover_at(void **state, const char *point)
 {
 	struct fx *f = *state;
@@ -257,10 +291,7 @@ static void kill_mover_at(void **state, const char *point)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		int e = 0;
-		struct ns_thr *ct = ns__thr(c, &e);
-		if (ct == NULL)
-			_exit(2);
+		struct ns_thr *ct = mover_thr(c);
 		ns__fault_set(point, 'k');
 		for (uint32_t p = 0; p < c->npages; p++) {
 			if (ns__page_move_start(c, ct, p, big) != 0)
@@ -272,19 +303,7 @@ static void kill_mover_at(void **state, const char *point)
 		}
 		_exit(4);
 	}
-	int st = t_wait(pid, 10000);
-	assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-
-	ns__recover_dead(c);
-	ns__pages_resume(c);
-	for (uint32_t p = 0; p < c->npages; p++)
-		assert_int_equal(c->pages[p].drain, NS_PG_NORMAL);
-	if (c->hdr->audit_wanted) {
-		int64_t got = ns__audit(c);
-		print_message("# %s: audit took back %lld chunk(s)\n", point, (long long)got);
-		assert_true(got >= 0);
-	}
-	t_assert_consistent(c);
+	resume_after_mover(c, point, pid);
 	/* Memory is usable: big values fit now that a page moved. */
 	assert_int_equal(c->classes[big].npages, 1);
 	assert_int_equal(set_big(f->s, 1), 0);
@@ -292,7 +311,99 @@ static void kill_mover_at(void **state, const char *point)
 }
 
 static void test_kill_mover_moving(void **state) { kill_mover_at(state, "move:moving"); }
-static void test_kill_mover_pushing(void **state) { kill_mover_at(state, "move:pushing"); }
+static void test_kill_mover_pushing_loses_at_most_one_chunk(void **state)
+{
+	kill_mover_at(state, "move:pushing");
+}
+
+/* Delete the small items that live on page P; returns how many. */
+static uint32_t free_page_items(ns_space *s, ns_cache *c, uint32_t n, uint32_t p)
+{
+	uint32_t freed = 0;
+	char key[16];
+
+	for (uint32_t i = 0; i < n; i++) {
+		small_key(key, sizeof(key), i);
+		ns_off_t off = t_find_item(s, key, strlen(key));
+		if (off && ns__page_of(c, off) == &c->pages[p]) {
+			assert_int_equal(ns_del(s, key, strlen(key)), 0);
+			freed++;
+		}
+	}
+	return freed;
+}
+
+/* The janitor killed while sifting a free list (unlinking the free chunks
+ * of a page it starts to move): clients' free lists stay whole.  Sifting
+ * used to pop the whole list into private memory and push it back, so a
+ * kill lost every free chunk of the class, and clients found the list
+ * empty (and evicted) for as long as a sift ran. */
+static void test_kill_sifter_loses_at_most_one_chunk(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	uint32_t n = fill_small(f->s, c);
+	char last[16];
+	small_key(last, sizeof(last), n - 1);
+	int small = ns__class_of(c, t_find_item(f->s, last, strlen(last)));
+	int big = big_class(c);
+
+	assert_true(small >= 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ns_thr *ct = mover_thr(c);
+		/* Free chunks of a page onto the free list (past our own
+		 * small cache), then start moving it: its sift unlinks them.
+		 * A page with a chunk in the parent's cache cannot move;
+		 * try the next. */
+		for (uint32_t p = 0; p < c->npages; p++) {
+			if (c->pages[p].cls != (uint32_t)small + 1 ||
+			    c->pages[p].carved < c->classes[small].per_page ||
+			    free_page_items(f->s, c, n, p) < 100)
+				continue;
+			ns__reclaim(c, ct);
+			ns__fault_set("sift:unlinked", 'k');
+			if (ns__page_move_start(c, ct, p, big) == 0)
+				_exit(3); /* the sift unlinked nothing */
+			ns__fault_set(NULL, 'k');
+		}
+		_exit(4);
+	}
+	resume_after_mover(c, "sift:unlinked", pid);
+}
+
+/* The janitor killed while giving a page's parked chunks back (a move
+ * aborted, or resumed after a kill): one chunk at a time, so at most one is
+ * lost.  It took the whole park list at once before. */
+static void test_kill_unparker_loses_at_most_one_chunk(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+
+	uint32_t n = fill_small(f->s, c);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ns_thr *ct = mover_thr(c);
+		for (uint32_t p = 0; p < c->npages; p++) {
+			if (ns__page_move_start(c, ct, p, big_class(c)) != 0)
+				continue;
+			/* Items of the draining page deleted and reclaimed
+			 * are parked, not reused. */
+			if (free_page_items(f->s, c, n, p) < 100)
+				_exit(5);
+			ns__reclaim(c, ct);
+			if (c->pages[p].park_head == 0)
+				_exit(6);
+			ns__fault_set("move:unparking", 'k');
+			ns__page_move_abort(c, p);
+			_exit(3); /* not reached */
+		}
+		_exit(4);
+	}
+	resume_after_mover(c, "move:unparking", pid);
+}
 
 /* nsd's policy: a workload that turns from small to 4 KiB values on a full
  * cache gets 4 KiB stores served again, and their hit ratio recovers. */
@@ -358,7 +469,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_abort_gives_chunks_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move_under_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill_mover_moving, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_kill_mover_pushing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill_mover_pushing_loses_at_most_one_chunk,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill_sifter_loses_at_most_one_chunk,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill_unparker_loses_at_most_one_chunk,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nsd_shifts_pages, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,8 +3,11 @@
  * and by offset, reuse of freed chunks, the ABA tag of the free lists, the
  * largest value, and the bound on a slot's chunk caches.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -426,6 +429,133 @@ static void test_slot_cache_holds_at_most_slot_cache_chunks(void **state)
 	t_assert_consistent(c);
 }
 
+/* The class of store_round's items, its free list filled: a round stored,
+ * deleted and reclaimed. */
+static int free_round(struct fx *f)
+{
+	ns_cache *c = f->c;
+	char key[32];
+	int err = 0, cls;
+	struct ns_thr *t = ns__thr(c, &err);
+
+	assert_non_null(t);
+	store_round(f, 7);
+	cls = ns__class_of(c, t_find_item(f->s, "r00000", 6));
+	assert_true(cls >= 0);
+	for (int i = 0; i < REUSE_N; i++) {
+		int kl = snprintf(key, sizeof(key), "r%05d", i);
+		assert_int_equal(ns_del(f->s, key, (size_t)kl), 0);
+	}
+	ns__reclaim(c, t);
+	assert_true(free_list_len(c, cls) > REUSE_N / 2);
+	return cls;
+}
+
+/* A child that pins CLS's free list, then stops itself (STOP) or exits
+ * still holding the pin.  Returns once the pin is in place. */
+static pid_t fork_pinner(ns_cache *c, int cls, bool stop)
+{
+	int fds[2];
+	char ok = 0;
+
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int e = 0;
+		struct ns_thr *ct = ns__thr(c, &e);
+		ns_off_t off = 0;
+		ok = ct && ns__pin_head(c, ct, cls, &off) == 0 && off != 0;
+		if (write(fds[1], &ok, 1) != 1 || !ok)
+			_exit(1);
+		if (stop)
+			raise(SIGSTOP);
+		_exit(0); /* dies holding the pin */
+	}
+	assert_int_equal(read(fds[0], &ok, 1), 1);
+	assert_true(ok);
+	close(fds[0]);
+	close(fds[1]);
+	if (!stop) {
+		int st = t_wait(pid, 5000);
+		assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	assert_true(c->classes[cls].pin != 0);
+	return pid;
+}
+
+/* A process killed while it pins a free list (the janitor sifting it, or
+ * the audit walking it) does not stop allocation: the first popper that
+ * finds the pinned chunk at the head sees the owner dead and clears it. */
+static void test_pin_of_dead_owner_is_cleared_by_popper(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int cls = free_round(f);
+
+	fork_pinner(c, cls, false);
+	uint64_t t0 = t_now_ns();
+	store_round(f, 8); /* pops the free list */
+	print_message("# a round of %d stores after the pinner died: %.1f ms\n", REUSE_N,
+		      (double)(t_now_ns() - t0) / 1e6);
+	assert_true(c->classes[cls].pin == 0);
+	t_assert_consistent(c);
+}
+
+/* Recovering a dead pinner's slot clears its pins: the slot may be claimed
+ * again at once, and a pin naming a live slot would then stay for good
+ * (every popper of the class waiting it out, every audit refused). */
+static void test_recovery_clears_a_dead_pinners_pin(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int cls = free_round(f);
+
+	fork_pinner(c, cls, false);
+	assert_true(ns__recover_dead(c) >= 1);
+	assert_true(c->classes[cls].pin == 0);
+	t_assert_consistent(c);
+}
+
+/* A pinner that is alive but stopped (a janitor under a debugger) delays
+ * allocation of its class once, by at most NS_PIN_WAIT_MS, then clients
+ * take memory elsewhere; nobody else can pin that class meanwhile
+ * (NS_EBUSY); once the pinner is killed, its pin is cleared. */
+static void test_stopped_pinner_delays_allocation_once(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int err = 0, cls = free_round(f);
+	struct ns_thr *t = ns__thr(c, &err);
+	char key[32], val[64];
+	ns_off_t off;
+	pid_t pid = fork_pinner(c, cls, true);
+
+	assert_int_equal(ns__pin_head(c, t, cls, &off), NS_EBUSY);
+
+	/* 500 stores that need a fresh chunk each: waiting 200 ms for
+	 * every one of them would take 100 s. */
+	uint64_t t0 = t_now_ns();
+	for (int i = 0; i < 500; i++) {
+		int kl = snprintf(key, sizeof(key), "p%05d", i);
+		size_t vl = t_make_value(val, sizeof(val), key, (uint32_t)i, 30);
+		assert_int_equal(ns_set(f->s, key, (size_t)kl, val, vl, 0), 0);
+	}
+	double ms = (double)(t_now_ns() - t0) / 1e6;
+	print_message("# 500 stores beside a stopped pinner: %.1f ms\n", ms);
+	assert_true(ms < 5000);
+	assert_true(c->classes[cls].pin != 0); /* still its: the owner lives */
+
+	kill(pid, SIGKILL);
+	int st = t_wait(pid, 5000);
+	assert_true(st != -1 && WIFSIGNALED(st));
+	assert_int_equal(ns__pin_head(c, t, cls, &off), 0); /* taken over */
+	assert_true(off != 0);
+	ns__unpin(c, t, cls);
+	assert_true(c->classes[cls].pin == 0);
+	t_assert_consistent(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -438,6 +568,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_free_head_tag_changes_on_every_push_and_pop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_value_fits_in_last_class, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slot_cache_holds_at_most_slot_cache_chunks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pin_of_dead_owner_is_cleared_by_popper, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recovery_clears_a_dead_pinners_pin, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stopped_pinner_delays_allocation_once, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

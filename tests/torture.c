@@ -122,7 +122,8 @@ static const char *const client_faults[] = {
 	"del:retired",  "key:locked",    "flight:claimed", "set:released",
 	"del:released", "reclaim:emptied",
 };
-static const char *const nsd_faults[] = { "move:moving", "move:pushing" };
+static const char *const nsd_faults[] = { "move:moving", "move:pushing", "move:unparking",
+					   "sift:unlinked" };
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /* What one operation on the counted namespace adds to its counters. */
