@@ -41,6 +41,7 @@ struct config {
 	const char *json;       /* append JSON lines here; NULL: none */
 	const char *label;      /* free text copied into every JSON line */
 	unsigned server_threads; /* memcached -t (default: online CPUs) */
+	unsigned sample;        /* time one operation in SAMPLE (1: all) */
 };
 
 /*

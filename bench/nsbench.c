@@ -304,7 +304,7 @@ static int child_main(struct bench *b, const struct backend *be,
 	size_t vsize = cfg->value_size;
 	unsigned char *val = malloc(vsize ? vsize : 1);
 	unsigned char *buf = malloc(vsize ? vsize : 1);
-	uint64_t deadline, t0, t1 = 0;
+	uint64_t deadline, t0 = 0, t1 = 0;
 	uint32_t gen = idx << 24;       /* distinct per child */
 	int status = 1;
 
@@ -325,6 +325,7 @@ static int child_main(struct bench *b, const struct backend *be,
 		sched_yield();
 	deadline = b->run->deadline_ns;
 
+	unsigned sample = cfg->sample, untimed = 0;
 	do {
 		uint64_t x = rng_next(&rng);
 		uint32_t k;
@@ -343,15 +344,24 @@ static int child_main(struct bench *b, const struct backend *be,
 		if (op == OP_SET)
 			value_set_gen(val, vsize, ++gen);
 
-		t0 = now_ns();
+		/* With --sample N, N-1 operations in N run back to back,
+		 * untimed: a timer read waits for the loads before it, so
+		 * timing every operation also keeps the misses of one
+		 * operation from overlapping with those of the next. */
+		bool timed = ++untimed >= sample;
+		if (timed) {
+			untimed = 0;
+			t0 = now_ns();
+		}
 		if (op == OP_GET)
 			rc = be->get(b, key, klen, buf, vsize, &got);
 		else
 			rc = be->set(b, key, klen, val, vsize);
-		t1 = now_ns();
-
 		r->ops[op]++;
-		hist_record(&r->lat[op], t1 - t0);
+		if (timed) {
+			t1 = now_ns();
+			hist_record(&r->lat[op], t1 - t0);
+		}
 		if (op == OP_GET && rc == 0) {
 			r->hits++;
 			if (!value_ok(buf, got, val, vsize))
@@ -361,7 +371,7 @@ static int child_main(struct bench *b, const struct backend *be,
 		else if (rc)
 			note_error(r, op, rc);
 	} while (t1 < deadline);
-	r->end_ns = t1;
+	r->end_ns = sample > 1 ? now_ns() : t1;
 	status = 0;
 	if (be->child_exit)
 		be->child_exit(b);
@@ -494,10 +504,10 @@ static void json_result(const struct bench *b, const char *name,
 	json_str(f, cfg->label ? cfg->label : "");
 	fprintf(f, ",\"procs\":%u,\"keys\":%" PRIu32 ",\"value_size\":%zu"
 		",\"read_pct\":%u,\"dist\":\"%s\",\"zipf_s\":%g,\"seconds\":%g"
-		",\"timer_ns\":%" PRIu64 ",\"cpus\":%ld,\"ok\":%s",
+		",\"timer_ns\":%" PRIu64 ",\"sample\":%u,\"cpus\":%ld,\"ok\":%s",
 		cfg->procs, cfg->keys, cfg->value_size, cfg->read_pct,
 		cfg->zipf ? "zipf" : "uniform", cfg->zipf ? cfg->zipf_s : 0.0,
-		cfg->seconds, b->timer_ns, sysconf(_SC_NPROCESSORS_ONLN),
+		cfg->seconds, b->timer_ns, cfg->sample, sysconf(_SC_NPROCESSORS_ONLN),
 		r->ran ? "true" : "false");
 	if (!r->ran) {
 		fprintf(f, ",\"why\":");
@@ -728,6 +738,8 @@ static void usage(FILE *f)
 "      --chase              also time a pointer chase over as many bytes as\n"
 "                           NameStore's index and data (the memory limit)\n"
 "      --server-threads N   memcached worker threads (default: online CPUs)\n"
+"      --sample N           time one operation in N (default 1: every one);\n"
+"                           the others run back to back, untimed\n"
 "  -h, --help               this text\n",
 		DEFAULT_SECONDS, DEFAULT_KEYS, DEFAULT_VALUE_SIZE,
 		DEFAULT_READ_PCT, DEFAULT_ZIPF_S);
@@ -744,7 +756,7 @@ static bool parse_double(const char *s, double *out)
 
 enum {
 	OPT_PREFER_WRITER = 256, OPT_SEED, OPT_NSD, OPT_JSON, OPT_LABEL,
-	OPT_CHASE, OPT_SERVER_THREADS,
+	OPT_CHASE, OPT_SERVER_THREADS, OPT_SAMPLE,
 };
 
 /*
@@ -818,6 +830,7 @@ static int parse_args(int argc, char **argv, struct config *cfg, bool *chase)
 		{ "label", required_argument, NULL, OPT_LABEL },
 		{ "chase", no_argument, NULL, OPT_CHASE },
 		{ "server-threads", required_argument, NULL, OPT_SERVER_THREADS },
+		{ "sample", required_argument, NULL, OPT_SAMPLE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -836,6 +849,7 @@ static int parse_args(int argc, char **argv, struct config *cfg, bool *chase)
 		.backends = 3u,
 		.size = 0,
 		.server_threads = ncpu > 0 ? (unsigned)ncpu : 1u,
+		.sample = 1,
 		.seed = 1,
 	};
 
@@ -901,6 +915,11 @@ static int parse_args(int argc, char **argv, struct config *cfg, bool *chase)
 			if (!parse_u64(optarg, &u) || u < 1 || u > 64)
 				goto bad;
 			cfg->server_threads = (unsigned)u;
+			break;
+		case OPT_SAMPLE:
+			if (!parse_u64(optarg, &u) || u < 1 || u > 1000000)
+				goto bad;
+			cfg->sample = (unsigned)u;
 			break;
 		case OPT_PREFER_WRITER:
 			cfg->prefer_writer = true;
@@ -1092,8 +1111,8 @@ int main(int argc, char **argv)
 	       b.cfg.zipf ? "zipf" : "uniform");
 	if (b.cfg.zipf)
 		printf(" zipf_s=%g", b.cfg.zipf_s);
-	printf(" size=%zu rwlock_kind=%s seed=%" PRIu64 "\n", b.cfg.size,
-	       b.cfg.prefer_writer ? "prefer-writer" : "default", b.cfg.seed);
+	printf(" size=%zu rwlock_kind=%s seed=%" PRIu64 " sample=%u\n", b.cfg.size,
+	       b.cfg.prefer_writer ? "prefer-writer" : "default", b.cfg.seed, b.cfg.sample);
 	printf("# timer=CLOCK_MONOTONIC overhead_ns=%" PRIu64
 	       " (every latency below includes about one timer call)\n",
 	       b.timer_ns);

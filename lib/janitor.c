@@ -171,9 +171,12 @@ int ns__janitor_alive(ns_cache *c)
  *      the page's own list instead of being reused (ns__push_free, pop and
  *      the slot caches check the mark), and sift the class's free list once
  *      to park what was already free;
- *   2. every step, evict the page's live items with the delete protocol and
- *      reclaim them after their grace period, so that readers that still
- *      look at one are never disturbed: a chunk is parked only once freed;
+ *   2. every step, move the page's live items to free chunks of their
+ *      class (a copy published like a set: same key, value and version),
+ *      or, where the class has no free chunk, evict them with the delete
+ *      protocol; reclaim the old chunks after their grace period, so that
+ *      readers that still look at one are never disturbed: a chunk is
+ *      parked only once freed;
  *   3. when all of the page's chunks are parked, nobody but nsd can refer
  *      to any of them: mark it MOVING, give it to the new class, and push
  *      its new chunks onto that class's free list.
@@ -380,6 +383,16 @@ int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
 
 		if (ns_load_relaxed(&it->state) != NS_CH_LIVE)
 			continue;
+		/* Rescued into a free chunk of the class if there is one;
+		 * evicted only if not. */
+		err = ns__relocate_chunk(c, t, off);
+		if (err >= 0) {
+			if (t->slot->retire_count >= 256)
+				ns__reclaim(c, t);
+			continue;
+		}
+		if (err != NS_ENOMEM)
+			return err;
 		err = ns__unlink_chunk(c, t, off, NS_GONE_EVICT, 0, false, 0);
 		if (err < 0)
 			return err;

@@ -284,6 +284,9 @@ void ns__pins_release(ns_cache *c, uint32_t idx);
 /* Take a chunk of class CLS; on success it is recorded as t->slot->in_new
  * with phase BUILT.  May reclaim and evict.  NS_ENOMEM when nothing is left. */
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out);
+/* The same from free memory only (cache, free list, uncarved pages): no
+ * reclamation wait, no eviction.  NS_ENOMEM when there is none. */
+int ns__alloc_free(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out);
 /* Give a chunk no reader can see back to the allocator (own cache first). */
 void ns__free(ns_cache *c, struct ns_thr *t, ns_off_t off);
 /* Push OFF on its class free list.  The caller has set BUSY->slab_busy (the
@@ -386,6 +389,10 @@ void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word
  * is still linked there, still an item of SPACE (0: any) and, with
  * DEAD_ONLY, still reads as absent at NOW.  1 unlinked and retired, 0 no
  * longer there, or a lock error. */
+/* Move the live item in chunk OFF to a fresh chunk of its class, from free
+ * memory only: the same bytes (key, value, version, times) under the same
+ * index word.  1 moved; 0 replaced or removed meanwhile; NS_ENOMEM. */
+int ns__relocate_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off);
 int ns__unlink_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off, int why,
 		     uint32_t space, bool dead_only, uint64_t now);
 /* ns_get of a checked key with its hash H already computed, that also

@@ -430,6 +430,55 @@ static void drop_new(ns_cache *c, struct ns_thr *t, ns_off_t off)
 	t->slot->slab_busy = 0;
 }
 
+/* A page move rescues the live items of the page it drains, as memcached's
+ * slab rebalancer does (its slab_reassign_rescues), rather than evicting
+ * them while their class has free chunks: the write protocol of a set, with
+ * a copy of the item as the new one.  Under the bucket lock the item cannot
+ * change, so the copy is exact; readers of the old chunk finish with it
+ * before it is reclaimed. */
+int ns__relocate_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off)
+{
+	struct ns_slot_shm *sl = t->slot;
+	struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off), *nit;
+	int cls = ns__class_of(c, off), err;
+	uint64_t b = ns_load_relaxed(&it->hash) & c->mask, *word;
+	ns_off_t nw;
+
+	if (cls < 0)
+		return 0;
+	err = ns__alloc_free(c, t, cls, &nw);
+	if (err)
+		return err;
+	nit = (struct ns_item_shm *)(c->base + nw);
+	ns_store_relaxed(&sl->in_bucket, b + 1);
+	err = ns__bucket_lock(c, t, b);
+	if (err) {
+		ns_store_relaxed(&sl->in_bucket, 0ull);
+		drop_new(c, t, nw);
+		return err;
+	}
+	word = ns__chain_find_locked(c, b, off);
+	size_t len = sizeof(*it) + (size_t)it->klen + it->vlen;
+	if (word == NULL || ns_load_relaxed(&it->state) != NS_CH_LIVE ||
+	    len > c->classes[cls].size) {
+		ns__bucket_unlock(c, t, b);
+		ns_store_relaxed(&sl->in_bucket, 0ull);
+		drop_new(c, t, nw);
+		return 0; /* replaced or removed since it was chosen */
+	}
+	memcpy(nit, it, len);
+	ns_store_relaxed(&nit->next, (ns_off_t)0);
+	ns_store_relaxed(&sl->in_old, off);
+	ns_store_release(&sl->in_phase, (uint32_t)NS_PH_LOCKED);
+	ns_store_release(word, (ns_load_relaxed(word) & ~(uint64_t)NS_SLOT_OFF_MASK) | nw);
+	ns_store_release(&sl->in_phase, (uint32_t)NS_PH_PUBLISHED);
+	ns__bucket_unlock(c, t, b);
+	ns_store_relaxed(&sl->in_phase, (uint32_t)NS_PH_UNLOCKED);
+	ns__retire(c, t, off);
+	intent_clear(sl);
+	return 1;
+}
+
 /* Eviction score: 0 for an item that no longer reads as present, else one
  * more than its access hint, so the smallest is the best victim. */
 static uint64_t victim_score(ns_cache *c, struct ns_item_shm *it, uint64_t now)

@@ -659,6 +659,53 @@ static int recover_holders(ns_cache *c, struct ns_thr *t, int cls)
 	return n;
 }
 
+/* Take a chunk of CLS from S's cache into the intent (phase BUILT).
+ * 1 taken; 0 the cache is empty; -1 a chunk of a draining page was
+ * parked instead (look again). */
+static int take_cached(ns_cache *c, struct ns_slot_shm *s, int cls, ns_off_t *out)
+{
+	int n = s->cache_n[cls];
+	ns_off_t off;
+
+	if (n == 0)
+		return 0;
+	off = s->cache[cls][n - 1];
+	if (ns_unlikely(draining(c, off))) {
+		/* Cached before its page began to move. */
+		s->slab_busy = 1;
+		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(n - 1));
+		park(c, off);
+		s->slab_busy = 0;
+		return -1;
+	}
+	/* Record the intent first, then leave the cache: dying in between
+	 * leaves it in both, and recovery counts it once. */
+	ns__shade(c, off);
+	ns_store_relaxed(&s->in_new, off);
+	ns_store_relaxed(&s->in_phase, (uint32_t)NS_PH_BUILT);
+	ns_store_relaxed(&s->cache_n[cls], (uint8_t)(n - 1));
+	NS_FAULT("alloc:taken");
+	*out = off;
+	return 1;
+}
+
+int ns__alloc_free(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
+{
+	for (int round = 0; round < NS_SLOT_CACHE + 2; round++) {
+		int r = take_cached(c, t->slot, cls, out);
+		if (r > 0)
+			return 0;
+		if (r < 0)
+			continue;
+		r = pop_free(c, t, cls);
+		if (r < 0)
+			return r;
+		if (r == 0 && !carve(c, t->slot, cls))
+			return NS_ENOMEM;
+	}
+	return NS_ENOMEM;
+}
+
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 {
 	struct ns_slot_shm *s = t->slot;
@@ -668,28 +715,12 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 	/* While WAITING, a chunk found (on the free list, or freed by a
 	 * reclaim) goes on to the cache and out whatever the round. */
 	for (int round = 0; round <= NS_ALLOC_ROUNDS || waiting; round++) {
-		int n = s->cache_n[cls];
-		if (n > 0) {
-			ns_off_t off = s->cache[cls][n - 1];
-			if (ns_unlikely(draining(c, off))) {
-				/* Cached before its page began to move. */
-				s->slab_busy = 1;
-				ns_store_relaxed(&s->cache_n[cls], (uint8_t)(n - 1));
-				park(c, off);
-				s->slab_busy = 0;
-				round--;
-				continue;
-			}
-			/* Record the intent first, then leave the cache:
-			 * dying in between leaves it in both, and recovery
-			 * counts it once. */
-			ns__shade(c, off);
-			ns_store_relaxed(&s->in_new, off);
-			ns_store_relaxed(&s->in_phase, (uint32_t)NS_PH_BUILT);
-			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(n - 1));
-			NS_FAULT("alloc:taken");
-			*out = off;
+		int taken = take_cached(c, s, cls, out);
+		if (taken > 0)
 			return 0;
+		if (taken < 0) {
+			round--;
+			continue;
 		}
 		int r = pop_free(c, t, cls);
 		if (r < 0)
