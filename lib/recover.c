@@ -285,6 +285,7 @@ struct marks {
 				* move, not an error; walks must be stable */
 	bool unstable;         /* live: a free list could not be pinned */
 	struct ns_thr *t;      /* live: the auditor (the pins are its) */
+	ns_off_t first_leak;   /* the first chunk sweep found in no record */
 	uint64_t max_per_page;
 	struct ns_verify_report *rep;
 };
@@ -595,10 +596,12 @@ static uint64_t sweep(struct marks *mk, void (*fn)(ns_cache *, int, ns_off_t))
 		for (uint32_t i = 0; i < carved; i++) {
 			if (mk->m[p * mk->max_per_page + i] != M_NONE)
 				continue;
-			n++;
+			ns_off_t off = c->data_off + (uint64_t)p * NS_PAGE_SIZE +
+				       (uint64_t)i * c->classes[k - 1].size;
+			if (n++ == 0)
+				mk->first_leak = off;
 			if (fn)
-				fn(c, (int)k - 1, c->data_off + (uint64_t)p * NS_PAGE_SIZE +
-						   (uint64_t)i * c->classes[k - 1].size);
+				fn(c, (int)k - 1, off);
 		}
 	}
 	return n;
@@ -612,9 +615,17 @@ int ns__verify(ns_cache *c, struct ns_verify_report *rep)
 	if (err)
 		return err;
 	rep->leaked = sweep(&mk, NULL);
-	if (rep->leaked && rep->first_error[0] == '\0')
+	if (rep->leaked && rep->first_error[0] == '\0') {
+		/* Which chunk, and what it last was, says where it leaked. */
+		struct ns_item_shm *it = ns__item(c, mk.first_leak);
+		uint32_t st = it ? ns_load_relaxed(&it->state) : 0;
 		snprintf(rep->first_error, sizeof(rep->first_error),
-			 "%llu chunks held by no record", (unsigned long long)rep->leaked);
+			 "%llu chunks held by no record; the first at offset %llu "
+			 "(class %d, state %s)", (unsigned long long)rep->leaked,
+			 (unsigned long long)mk.first_leak, ns__class_of(c, mk.first_leak),
+			 st == NS_CH_FREE ? "free" : st == NS_CH_LIVE ? "live" :
+			 st == NS_CH_RETIRED ? "retired" : "never used");
+	}
 	free(mk.m);
 	return (rep->leaked || rep->doubled || rep->bad_refs) ? NS_ECORRUPT : 0;
 }

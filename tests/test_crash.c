@@ -280,6 +280,14 @@ static void live_audit_takes_back_a_leak(void **state)
 	assert_true(WIFSIGNALED(st));
 	ns__recover_dead(c);
 	assert_true(ns_load_relaxed(&c->hdr->audit_wanted) != 0);
+	/* The check names the leaked chunk and what it last was: popped off
+	 * a free list, so free. */
+	struct ns_verify_report rep;
+	assert_int_equal(ns__verify(c, &rep), NS_ECORRUPT);
+	assert_int_equal(rep.leaked, 1);
+	print_message("# verify: %s\n", rep.first_error);
+	assert_non_null(strstr(rep.first_error, "the first at offset"));
+	assert_non_null(strstr(rep.first_error, "state free)"));
 
 	assert_int_equal(pipe(fds), 0);
 	pid_t w[2] = { spawn_survivor(c, fds[1], 5u), spawn_survivor(c, fds[1], 6u) };
