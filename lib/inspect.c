@@ -259,7 +259,11 @@ int ns__census(ns_cache *c, uint32_t space, struct ns_census *cs)
 		cs->cls[k].per_page = c->classes[k].per_page;
 		cs->cls[k].evictions = ns_load_relaxed(&c->classes[k].evictions);
 		cs->cls[k].enomem = ns_load_relaxed(&c->classes[k].enomem);
+		cs->cls[k].move_evictions = ns_load_relaxed(&c->classes[k].move_evictions);
+		cs->cls[k].rescues = ns_load_relaxed(&c->classes[k].rescues);
 	}
+	cs->index_evictions = ns_load_relaxed(&c->hdr->index_evictions);
+	cs->quota_evictions = ns_load_relaxed(&c->hdr->quota_evictions);
 	census_pages(c, cs);
 	census_lists(c, cs);
 	census_slots(c, cs);

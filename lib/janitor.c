@@ -386,6 +386,8 @@ int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
 		/* Rescued into a free chunk of the class if there is one;
 		 * evicted only if not. */
 		err = ns__relocate_chunk(c, t, off);
+		if (err > 0)
+			ns_add_return(&cl->rescues, 1ull);
 		if (err >= 0) {
 			if (t->slot->retire_count >= 256)
 				ns__reclaim(c, t);
@@ -399,6 +401,7 @@ int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
 		if (err == 0)
 			continue; /* being built, or just replaced */
 		ns_add_return(&cl->evictions, 1ull);
+		ns_add_return(&cl->move_evictions, 1ull);
 		if (t->slot->retire_count >= 256)
 			ns__reclaim(c, t);
 	}

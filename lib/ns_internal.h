@@ -496,6 +496,7 @@ struct ns_census_class {
 	uint64_t item_bytes;      /* their header + key + value bytes */
 	uint64_t dead;            /* of those, expired or cleared */
 	uint64_t evictions, enomem; /* the class's counters */
+	uint64_t move_evictions, rescues;
 	bool list_broken;         /* a free or park list walk stopped early */
 };
 struct ns_census {
@@ -508,6 +509,7 @@ struct ns_census {
 	uint64_t over_linked;     /* overflow buckets reached through chains */
 	uint64_t longest_chain;   /* buckets in the longest chain */
 	uint64_t locked;          /* primary bucket locks held */
+	uint64_t index_evictions, quota_evictions; /* the header's counters */
 	uint64_t bad_refs;        /* index words or pages naming no chunk/class */
 	uint64_t bad_items;       /* items with impossible lengths or namespace */
 	uint64_t bad_chains;      /* chains with a bad link, a loop, or too long */

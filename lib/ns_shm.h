@@ -12,7 +12,7 @@
  *   0        4 KiB                                                 data_off
  *   +--------+-------------+--------+-------+-------+-------+-------+-----+---------+
  *   | header | client slots| spaces |flights|classes| pages | audit | index |over-| pages   |
- *   |        | (3 KiB each)| 320 B  | 16 B  | 64 B  | 8 B   | 64 B  |flow | (1 MiB  |
+ *   |        | (3 KiB each)| 320 B  | 16 B  | 128 B | 8 B   | 64 B  |flow | (1 MiB  |
  *   |        |             |        |       |       | each  |buckets|     | each)   |
  *   +--------+-------------+--------+-------+-------+-------+-------+-----+---------+
  *
@@ -115,6 +115,9 @@ struct ns_hdr_shm {
 				* could place); it clears only those it saw */
 	uint64_t next_version; /* atomic add; versions handed to slots in blocks */
 	uint64_t recoveries;   /* atomic add; slots recovered so far */
+	uint64_t index_evictions; /* atomic add: items evicted because their
+				   * index chain was full */
+	uint64_t quota_evictions; /* atomic add: items evicted by a namespace quota */
 
 	/* Line written by nsd only (and read by clients and nsctl). */
 	uint64_t janitor_beat_ms __attribute__((aligned(NS_CACHELINE))); /* CLOCK_REALTIME of its last tick; 0 never */
@@ -214,7 +217,7 @@ struct ns_flight_shm {
 	uint32_t claims; /* the owner slot's claim count, to spot a reused slot */
 };
 
-/* Slab class: one line each. */
+/* Slab class: two lines each, the allocator's words and its counters. */
 struct ns_class_shm {
 	uint64_t free_head;  /* tagged: off/8 in low 40 bits, ABA tag in high 24; AO CAS */
 	uint32_t size;       /* chunk bytes */
@@ -223,12 +226,17 @@ struct ns_class_shm {
 	uint32_t spare_page; /* page index + 1 assigned but not yet carved; CAS */
 	uint32_t npages;     /* atomic add: pages assigned to this class */
 	uint32_t pad;
-	uint64_t evictions;  /* atomic add */
-	uint64_t enomem;     /* atomic add: allocations that failed (nsd moves pages) */
 	uint64_t pin;        /* free-list chunk poppers must not take: pinner slot + 1
 			      * << 40 | off / 8; 0 none (slab.c, "pinning") */
-	uint8_t pad1[NS_CACHELINE - 56];
-};
+
+	/* Counters (atomic add), read by nsd's rebalancer and nsctl. */
+	uint64_t evictions __attribute__((aligned(NS_CACHELINE)));
+			     /* items evicted from the class's chunks: by an
+			      * allocation out of memory, or by a page move */
+	uint64_t move_evictions; /* of those, by page moves (nsd) */
+	uint64_t rescues;    /* items a page move copied to another chunk */
+	uint64_t enomem;     /* allocations that failed (nsd moves pages) */
+} __attribute__((aligned(NS_CACHELINE)));
 
 /* Page states (ns_page_shm.drain), for moving a page to another class. */
 enum {

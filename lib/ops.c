@@ -565,6 +565,7 @@ static int quota_evict_one(ns_space *s, struct ns_thr *t, uint64_t now)
 		if (err == 0)
 			continue; /* it went away meanwhile */
 		ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
+		ns_add_return(&s->c->hdr->quota_evictions, 1ull);
 		return 0;
 	}
 	return NS_ENOMEM;
@@ -908,6 +909,8 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 				ns_add_return(&s->shm->bytes,
 					      -(int64_t)c->classes[oc].size);
 		} else {
+			if (!same && ns__visible(c, o, now))
+				ns_add_return(&c->hdr->index_evictions, 1ull);
 			ns__acct_gone(c, t, o, same ? NS_GONE_EXPIRE : NS_GONE_EVICT);
 		}
 		ns__retire(c, t, old);

@@ -46,6 +46,8 @@ uint64_t ns__layout_fingerprint(void)
 		offsetof(struct ns_slot_shm, sctr), offsetof(struct ns_slot_shm, wsec),
 		offsetof(struct ns_hdr_shm, audit_off), offsetof(struct ns_hdr_shm, audit_active),
 		sizeof(struct ns_class_shm), offsetof(struct ns_class_shm, pin),
+		offsetof(struct ns_class_shm, evictions),
+		offsetof(struct ns_hdr_shm, quota_evictions),
 		sizeof(struct ns_page_shm),
 		sizeof(struct ns_bucket_shm), sizeof(struct ns_item_shm),
 		offsetof(struct ns_item_shm, version),

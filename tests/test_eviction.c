@@ -95,6 +95,10 @@ static void test_full_cache_keeps_setting_enomem_only_without_victims(void **sta
 			fail_msg("set %u into a full cache = %d (%s)", i, r, ns_strerror(r));
 	}
 	assert_true(c->classes[0].evictions >= more);
+	/* All by allocation: none by page moves, index chains or quotas. */
+	assert_int_equal(c->classes[0].move_evictions, 0);
+	assert_int_equal(c->hdr->index_evictions, 0);
+	assert_int_equal(c->hdr->quota_evictions, 0);
 	assert_int_equal(c->hdr->next_page, c->npages);
 	size_t vl;
 	small_key(key, (uint32_t)capacity + more - 1);

@@ -111,6 +111,13 @@ static void test_move_one_page(void **state)
 			page = (int)p;
 	assert_true(page >= 0);
 	uint32_t small_pages = c->classes[small].npages;
+	uint64_t on_page = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		char key[16];
+		small_key(key, sizeof(key), i);
+		ns_off_t off = t_find_item(f->s, key, strlen(key));
+		on_page += off && ns__page_of(c, off) == &c->pages[page];
+	}
 
 	int r = 0;
 	for (int step = 0; step < 50 && r == 0; step++)
@@ -120,6 +127,17 @@ static void test_move_one_page(void **state)
 	assert_int_equal(c->pages[page].drain, NS_PG_NORMAL);
 	assert_int_equal(c->classes[big].npages, 1);
 	assert_int_equal(c->classes[small].npages, small_pages - 1);
+	/* The class was full: each of the page's items was either evicted,
+	 * counted as evicted by a page move, or rescued into one of the few
+	 * free chunks (those our chunk cache gave back); most were evicted. */
+	print_message("# %llu items on the page: %llu rescued, %llu evicted\n",
+		      (unsigned long long)on_page,
+		      (unsigned long long)c->classes[small].rescues,
+		      (unsigned long long)c->classes[small].move_evictions);
+	assert_int_equal(c->classes[small].rescues + c->classes[small].move_evictions,
+			 on_page);
+	assert_true(c->classes[small].move_evictions > on_page / 2);
+	assert_true(c->classes[small].evictions >= c->classes[small].move_evictions);
 	t_assert_consistent(c);
 
 	/* The page serves big values now: as many as it has chunks. */
@@ -460,6 +478,8 @@ static void test_move_rescues_items_while_the_class_has_room(void **state)
 		r = ns__page_move_step(c, t, (uint32_t)page);
 	assert_int_equal(r, 1);
 	assert_int_equal(c->classes[small].evictions, ev0);
+	assert_int_equal(c->classes[small].move_evictions, 0);
+	assert_int_equal(c->classes[small].rescues, on_page);
 
 	/* Every key but the deleted ones reads back, with its version. */
 	uint32_t kept = 0;

@@ -1159,6 +1159,26 @@ static bool check_values(int64_t *ctr_val, bool *ctr_present)
  * working set, so they are never evicted or expired; that is checked too,
  * since an evicted counter would restart and lose counts.
  */
+/* Evictions by cause, all namespaces, and per class: what to look at
+ * first when a counter was evicted. */
+static void print_evictions(void)
+{
+	printf("# evictions by cause: index full %" PRIu64 ", quota %" PRIu64 "\n",
+	       ns_load_relaxed(&C->hdr->index_evictions),
+	       ns_load_relaxed(&C->hdr->quota_evictions));
+	for (uint32_t k = 0; k < C->nclasses; k++) {
+		struct ns_class_shm *cl = &C->classes[k];
+		uint64_t ev = ns_load_relaxed(&cl->evictions);
+		uint64_t mv = ns_load_relaxed(&cl->move_evictions);
+		if (ev == 0 && ns_load_relaxed(&cl->rescues) == 0)
+			continue;
+		printf("#   class %u (%u B, %u pages): allocation %" PRIu64 ", page move %"
+		       PRIu64 " (%" PRIu64 " rescued), enomem %" PRIu64 "\n", k, cl->size,
+		       ns_load_relaxed(&cl->npages), ev - mv, mv,
+		       ns_load_relaxed(&cl->rescues), ns_load_relaxed(&cl->enomem));
+	}
+}
+
 static bool check_counters(const struct ns_space_info *ci, const struct ns_space_info *cc,
 			   const int64_t *val, const bool *present)
 {
@@ -1189,6 +1209,8 @@ static bool check_counters(const struct ns_space_info *ci, const struct ns_space
 	if (!cok)
 		printf("# tort:ctr lost counters: %" PRIu64 " evictions, %" PRIu64
 		       " expirations\n", cc->evictions, cc->expirations);
+	if (!cok || !cfg.ci)
+		print_evictions();
 	for (int j = 0; j < NCTR; j++) {
 		int64_t lo = T.ctr_done[j] + T.ctr_lo[j], hi = T.ctr_done[j] + T.ctr_hi[j];
 		int64_t v = present[j] ? val[j] : 0;

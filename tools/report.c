@@ -153,9 +153,29 @@ static struct mem mem_of(const struct snap *s)
 	return m;
 }
 
+/* Evictions by cause, every class (so every namespace) together. */
+struct evs {
+	uint64_t alloc, move, rescued;
+};
+
+static struct evs evs_of(const struct snap *s)
+{
+	struct evs e = { 0, 0, 0 };
+
+	for (uint32_t k = 0; k < s->cs.nclasses; k++) {
+		const struct ns_census_class *cl = &s->cs.cls[k];
+		e.move += cl->move_evictions;
+		e.alloc += cl->evictions - (cl->move_evictions < cl->evictions ?
+					    cl->move_evictions : cl->evictions);
+		e.rescued += cl->rescues;
+	}
+	return e;
+}
+
 static void stats_json(ns_cache *c, const char *prefix, const struct snap *s, bool pretty)
 {
 	struct mem m = mem_of(s);
+	struct evs ev = evs_of(s);
 	struct json j;
 
 	j_init(&j, stdout, pretty);
@@ -178,6 +198,13 @@ static void stats_json(ns_cache *c, const char *prefix, const struct snap *s, bo
 	j_u64(&j, "expirations", s->tot.expirations);
 	j_close(&j, '}');
 	j_u64(&j, "janitor_expired", s->janitor_expired);
+	j_open(&j, "evictions_by_cause", '{');
+	j_u64(&j, "allocation", ev.alloc);
+	j_u64(&j, "page_move", ev.move);
+	j_u64(&j, "index_full", s->cs.index_evictions);
+	j_u64(&j, "quota", s->cs.quota_evictions);
+	j_u64(&j, "rescued", ev.rescued);
+	j_close(&j, '}');
 	j_open(&j, "clients", '{');
 	j_u64(&j, "slots", s->cl.slots);
 	j_u64(&j, "gets", s->cl.gets);
@@ -231,6 +258,8 @@ static void stats_json(ns_cache *c, const char *prefix, const struct snap *s, bo
 		j_u64(&j, "item_bytes", cl->item_bytes);
 		j_u64(&j, "waste_bytes", f.waste);
 		j_u64(&j, "evictions", cl->evictions);
+		j_u64(&j, "move_evictions", cl->move_evictions);
+		j_u64(&j, "rescues", cl->rescues);
 		j_u64(&j, "enomem", cl->enomem);
 		j_close(&j, '}');
 	}
@@ -256,6 +285,7 @@ static void stats_human(ns_cache *c, const char *prefix, const struct snap *s)
 					  "WASTE%", "EVICTIONS" };
 	const struct ns_space_info *t = &s->tot;
 	struct mem m = mem_of(s);
+	struct evs ev = evs_of(s);
 	char b1[48], b2[48], b3[48], b4[48], b5[48];
 	struct table *tb;
 
@@ -267,6 +297,10 @@ static void stats_human(ns_cache *c, const char *prefix, const struct snap *s)
 	printf("  sets %" PRIu64 ", deletes %" PRIu64 ", evictions %" PRIu64
 	       ", expirations %" PRIu64 " (%" PRIu64 " by the janitor, all namespaces)\n",
 	       t->sets, t->deletes, t->evictions, t->expirations, s->janitor_expired);
+	printf("  evictions by cause, all namespaces: allocation %" PRIu64 ", page move %"
+	       PRIu64 " (%" PRIu64 " items rescued), index full %" PRIu64 ", quota %" PRIu64
+	       "\n", ev.alloc, ev.move, ev.rescued, s->cs.index_evictions,
+	       s->cs.quota_evictions);
 	printf("  client slots in use %" PRIu64 ": gets %" PRIu64 ", hits %" PRIu64
 	       ", misses %" PRIu64 ", sets %" PRIu64 ", deletes %" PRIu64 ", evictions %" PRIu64
 	       " (since each claim)\n", s->cl.slots, s->cl.gets, s->cl.hits, s->cl.misses,
