@@ -99,6 +99,7 @@ struct ns_thr {
 	unsigned forkgen;          /* ns__forkgen when claimed; a child sees a mismatch */
 	uint64_t rng;              /* xorshift state for eviction sampling */
 	uint64_t pin_gave_up;      /* a free-list pin we waited out once (slab.c) */
+	uint32_t reclaim_seen;     /* hdr.reclaim_wanted when we last reclaimed for it */
 	struct ns_thr *next;       /* c->thrs list, under ns__mu */
 };
 
@@ -128,6 +129,8 @@ struct ns_cache {
 	uint64_t mask;             /* nbuckets - 1 */
 	uint32_t nslots, nclasses, npages;
 	uint64_t nover;
+	uint64_t retire_batch;     /* retired bytes that call for a reclaim (ops.c) */
+	uint64_t retire_cap;       /* ... even while nsd ticks */
 	ns_off_t data_off;
 	pthread_key_t key;         /* -> struct ns_thr of the calling thread */
 	struct ns_thr *thrs;       /* every binding this process made; ns__mu */
@@ -393,6 +396,8 @@ void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word
  * memory only: the same bytes (key, value, version, times) under the same
  * index word.  1 moved; 0 replaced or removed meanwhile; NS_ENOMEM. */
 int ns__relocate_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off);
+/* Set C's retire-list thresholds from the size of its data area. */
+void ns__retire_limits(ns_cache *c);
 int ns__unlink_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off, int why,
 		     uint32_t space, bool dead_only, uint64_t now);
 /* ns_get of a checked key with its hash H already computed, that also

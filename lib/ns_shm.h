@@ -118,6 +118,10 @@ struct ns_hdr_shm {
 	uint64_t index_evictions; /* atomic add: items evicted because their
 				   * index chain was full */
 	uint64_t quota_evictions; /* atomic add: items evicted by a namespace quota */
+	uint32_t reclaim_wanted;  /* atomic add: an allocation found its class's
+				   * chunks waiting on retire lists; every writer
+				   * reclaims when it sees this change (slab.c) */
+	uint32_t reclaim_pad;
 
 	/* Line written by nsd only (and read by clients and nsctl). */
 	uint64_t janitor_beat_ms __attribute__((aligned(NS_CACHELINE))); /* CLOCK_REALTIME of its last tick; 0 never */

@@ -48,6 +48,7 @@ uint64_t ns__layout_fingerprint(void)
 		sizeof(struct ns_class_shm), offsetof(struct ns_class_shm, pin),
 		offsetof(struct ns_class_shm, evictions),
 		offsetof(struct ns_hdr_shm, quota_evictions),
+		offsetof(struct ns_hdr_shm, reclaim_wanted),
 		sizeof(struct ns_page_shm),
 		sizeof(struct ns_bucket_shm), sizeof(struct ns_item_shm),
 		offsetof(struct ns_item_shm, version),
@@ -238,6 +239,7 @@ static void view(ns_cache *c)
 	c->npages = h->npages;
 	c->nover = h->nover;
 	c->data_off = h->data_off;
+	ns__retire_limits(c);
 }
 
 /* Table OFF of LEN bytes starts at or after *END and ends inside SIZE;

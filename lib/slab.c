@@ -520,38 +520,82 @@ static inline uint64_t rnd(struct ns_thr *t)
 #define NS_EVICT_SAMPLES 8    /* live items compared per eviction (Redis uses 5) */
 #define NS_EVICT_PROBES 64    /* chunk probes to find them */
 
+/* A carved chunk of class CLS picked at random: a random page of the
+ * class (scanned for from a random start), a random chunk in it.  0 when
+ * the page has none carved; -1 when the class has no page. */
+static int64_t random_chunk(ns_cache *c, struct ns_thr *t, int cls)
+{
+	struct ns_class_shm *cl = &c->classes[cls];
+	uint32_t used = ns_load_relaxed(&c->hdr->next_page), p = UINT32_MAX;
+
+	if (used > c->npages)
+		used = c->npages;
+	if (used == 0 || ns_load_relaxed(&cl->npages) == 0)
+		return -1;
+	uint32_t start = (uint32_t)(rnd(t) % used);
+	for (uint32_t k = 0; k < used; k++) {
+		uint32_t q = (start + k) % used;
+		if (ns_load_relaxed(&c->pages[q].cls) == (uint32_t)cls + 1) {
+			p = q;
+			break;
+		}
+	}
+	if (p == UINT32_MAX)
+		return -1;
+	uint32_t carved = ns_load_relaxed(&c->pages[p].carved);
+	if (carved > cl->per_page)
+		carved = cl->per_page;
+	if (carved == 0)
+		return 0;
+	return (int64_t)(c->data_off + (uint64_t)p * NS_PAGE_SIZE +
+			 (rnd(t) % carved) * cl->size);
+}
+
+/*
+ * Limbo: is class CLS short of chunks because they wait on retire lists,
+ * rather than because live items fill it?  Eviction is the answer only to
+ * the second: an evicted item is retired too, and comes back no sooner
+ * than the chunks already waiting.  A sample of the class's chunks says
+ * which, in the spirit of the eviction sample below: more retired than
+ * live.  A full cache under churn has a few retired chunks in every
+ * sample and mostly live ones, so it evicts at once as before.
+ */
+#define NS_LIMBO_SAMPLES 32
+#define NS_LIMBO_STEP_US 100  /* how often a store in limbo looks again */
+#define NS_LIMBO_ASK_US 1000  /* and asks the writers again */
+
+static bool in_limbo(ns_cache *c, struct ns_thr *t, int cls)
+{
+	int live = 0, retired = 0;
+
+	for (int i = 0; i < NS_LIMBO_SAMPLES; i++) {
+		int64_t off = random_chunk(c, t, cls);
+		if (off < 0)
+			return false;
+		if (off == 0)
+			continue;
+		uint32_t st = ns_load_relaxed(&((struct ns_item_shm *)(c->base + off))->state);
+		live += st == NS_CH_LIVE;
+		retired += st == NS_CH_RETIRED;
+	}
+	return retired > live;
+}
+
 int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
 {
 	struct ns_class_shm *cl = &c->classes[cls];
-	uint32_t used = ns_load_relaxed(&c->hdr->next_page);
 	uint64_t now = ns__now_ms();
 	ns_off_t best = 0;
 	uint64_t best_score = UINT64_MAX;
 	int found = 0;
 
-	if (used > c->npages)
-		used = c->npages;
-	if (used == 0 || ns_load_relaxed(&cl->npages) == 0)
-		return NS_ENOMEM;
 	for (int probe = 0; probe < NS_EVICT_PROBES && found < NS_EVICT_SAMPLES; probe++) {
-		/* A random page of this class: scan from a random start. */
-		uint32_t start = (uint32_t)(rnd(t) % used), p = UINT32_MAX;
-		for (uint32_t k = 0; k < used; k++) {
-			uint32_t q = (start + k) % used;
-			if (ns_load_relaxed(&c->pages[q].cls) == (uint32_t)cls + 1) {
-				p = q;
-				break;
-			}
-		}
-		if (p == UINT32_MAX)
+		int64_t r = random_chunk(c, t, cls);
+		if (r < 0)
 			return NS_ENOMEM;
-		uint32_t carved = ns_load_relaxed(&c->pages[p].carved);
-		if (carved > cl->per_page)
-			carved = cl->per_page;
-		if (carved == 0)
+		if (r == 0)
 			continue;
-		ns_off_t off = c->data_off + (uint64_t)p * NS_PAGE_SIZE +
-			       (rnd(t) % carved) * cl->size;
+		ns_off_t off = (ns_off_t)r;
 		struct ns_item_shm *it = (struct ns_item_shm *)(c->base + off);
 		if (ns_load_relaxed(&it->state) != NS_CH_LIVE)
 			continue;
@@ -709,8 +753,8 @@ int ns__alloc_free(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 {
 	struct ns_slot_shm *s = t->slot;
-	uint64_t deadline = 0;
-	bool waiting = false, recovered = false;
+	uint64_t deadline = 0, next_ask = 0;
+	bool waiting = false, recovered = false, limbo = false, sampled = false;
 
 	/* While WAITING, a chunk found (on the free list, or freed by a
 	 * reclaim) goes on to the cache and out whatever the round. */
@@ -749,6 +793,28 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 				round--;
 				continue;
 			}
+		}
+		/* The class's chunks wait on retire lists: ask every writer to
+		 * reclaim (ops.c, maybe_reclaim) and take what they free, for
+		 * what is left of the budget, before evicting anything. */
+		if (!sampled) {
+			sampled = true;
+			limbo = in_limbo(c, t, cls);
+		}
+		if (limbo) {
+			uint64_t now = ns__mono_us();
+			if (deadline == 0)
+				deadline = now + NS_ALLOC_WAIT_MS * 1000ull;
+			if (now < deadline) {
+				if (now >= next_ask) {
+					ns_add_return(&c->hdr->reclaim_wanted, 1u);
+					next_ask = now + NS_LIMBO_ASK_US;
+				}
+				usleep(NS_LIMBO_STEP_US);
+				round--;
+				continue;
+			}
+			limbo = false;
 		}
 		/* Out of memory: evict a few of this class, then reclaim. */
 		int evicted = 0;

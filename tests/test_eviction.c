@@ -1,8 +1,11 @@
 /*
  * test_eviction.c - a full cache keeps taking sets by evicting, and says
  * NS_ENOMEM only when nothing can be evicted (a class that owns no page);
- * eviction approximates LRU, so keys that keep being read outlive the rest.
+ * eviction approximates LRU, so keys that keep being read outlive the rest;
+ * and a store does not evict for chunks that only wait on another writer's
+ * retire list ("limbo"), unless they stay there past its wait.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,6 +315,156 @@ static void test_dead_clients_retired_chunks_before_eviction(void **state)
 	t_assert_consistent(c);
 }
 
+/* ---- limbo -------------------------------------------------------------- */
+
+/*
+ * Every chunk of a class retired on one writer's list, none free, one live
+ * item: the state the torture met (twenty thousand retired chunks of a
+ * class, a hundred live items, and stores evicting counters).  A reader
+ * held the floor while the list grew, and is gone; the list's owner frees
+ * it at its next write.  A store of another client must wait for that
+ * (asking every writer to reclaim), not evict the one live item.
+ */
+#define LIMBO_VALUE (100u << 10)
+#define LIMBO_RESPOND_MS 200
+
+struct limbo {
+	ns_cache *c;
+	ns_space *s;
+	char *val;
+	int r;          /* the store's result */
+	uint64_t ns;    /* and how long it took */
+	volatile int stage;
+};
+
+static void *limbo_reader(void *p)
+{
+	struct limbo *l = p;
+	int err = 0;
+	struct ns_thr *t = ns__thr(l->c, &err);
+
+	if (t == NULL)
+		return NULL;
+	ns__read_enter(l->c, t->slot);
+	__atomic_store_n(&l->stage, 1, __ATOMIC_RELEASE);
+	while (__atomic_load_n(&l->stage, __ATOMIC_ACQUIRE) < 2)
+		usleep(1000);
+	ns__read_exit(t->slot);
+	return NULL;
+}
+
+static void *limbo_store(void *p)
+{
+	struct limbo *l = p;
+	uint64_t t0 = t_now_ns();
+
+	l->r = ns_set(l->s, "b", 1, l->val, LIMBO_VALUE, 0);
+	l->ns = t_now_ns() - t0;
+	return NULL;
+}
+
+/* Fill the big class with retired chunks on our own list; returns it. */
+static int limbo_fill(struct fx *f, struct limbo *l)
+{
+	ns_cache *c = f->c;
+	int cls = ns__class_for(c, sizeof(struct ns_item_shm) + 1 + LIMBO_VALUE);
+	pthread_t rd;
+
+	assert_true(cls >= 0);
+	l->c = c;
+	l->s = f->s;
+	l->val = malloc(LIMBO_VALUE);
+	assert_non_null(l->val);
+	memset(l->val, 'v', LIMBO_VALUE);
+	assert_int_equal(ns_set(f->s, "k", 1, l->val, LIMBO_VALUE, 0), 0);
+	assert_int_equal(pthread_create(&rd, NULL, limbo_reader, l), 0);
+	while (__atomic_load_n(&l->stage, __ATOMIC_ACQUIRE) < 1)
+		usleep(1000);
+	/* Overwrites while the reader holds the floor: every chunk of the
+	 * segment carved, all but the live one retired. */
+	uint64_t chunks = (uint64_t)c->npages * c->classes[cls].per_page;
+	for (uint64_t i = 1; i < chunks; i++)
+		assert_int_equal(ns_set(f->s, "k", 1, l->val, LIMBO_VALUE, 0), 0);
+	assert_int_equal(c->hdr->next_page, c->npages);
+	__atomic_store_n(&l->stage, 2, __ATOMIC_RELEASE);
+	assert_int_equal(pthread_join(rd, NULL), 0);
+	assert_true(f->t->slot->retire_count >= chunks - 1 - NS_SLOT_CACHE);
+	assert_int_equal(c->classes[cls].evictions, 0);
+	return cls;
+}
+
+static void test_store_waits_for_retired_chunks_instead_of_evicting(void **state)
+{
+	struct fx *f = *state;
+	struct limbo l = { 0 };
+	int cls = limbo_fill(f, &l);
+	uint32_t asked = f->c->hdr->reclaim_wanted;
+	pthread_t st;
+
+	assert_int_equal(pthread_create(&st, NULL, limbo_store, &l), 0);
+	/* The list's owner writes again a while later (a delete of the
+	 * live item): its reclaim frees the chunks the store waits for. */
+	usleep(LIMBO_RESPOND_MS * 1000);
+	assert_int_equal(ns_del(f->s, "k", 1), 0);
+	assert_int_equal(pthread_join(st, NULL), 0);
+	print_message("# store in limbo: %d after %llu ms, %llu eviction(s), asked %u time(s)\n",
+		      l.r, (unsigned long long)(l.ns / 1000000u),
+		      (unsigned long long)f->c->classes[cls].evictions,
+		      f->c->hdr->reclaim_wanted - asked);
+	assert_int_equal(l.r, 0);
+	assert_int_equal(f->c->classes[cls].evictions, 0);
+	assert_true(f->c->hdr->reclaim_wanted != asked);
+	/* It waited for the owner, and not much longer. */
+	assert_true(l.ns >= (LIMBO_RESPOND_MS / 2) * 1000000ull);
+	free(l.val);
+	t_assert_consistent(f->c);
+}
+
+/* Nobody frees them: the wait is bounded, and the store then evicts. */
+static void test_store_in_limbo_evicts_when_nobody_frees(void **state)
+{
+	struct fx *f = *state;
+	struct limbo l = { 0 };
+	int cls = limbo_fill(f, &l);
+	pthread_t st;
+
+	/* Another client: our own store would free our own list. */
+	assert_int_equal(pthread_create(&st, NULL, limbo_store, &l), 0);
+	assert_int_equal(pthread_join(st, NULL), 0);
+	print_message("# store in limbo, nobody freeing: %d after %llu ms, %llu eviction(s)\n",
+		      l.r, (unsigned long long)(l.ns / 1000000u),
+		      (unsigned long long)f->c->classes[cls].evictions);
+	assert_int_equal(l.r, 0);
+	assert_int_equal(f->c->classes[cls].evictions, 1);
+	assert_int_equal(ns_exists(f->s, "k", 1), NS_ENOTFOUND);
+	assert_true(l.ns >= 400 * 1000000ull); /* NS_ALLOC_WAIT_MS, 500 */
+	free(l.val);
+	t_assert_consistent(f->c);
+}
+
+/* A writer reclaims at its next write when asked, even with a short list
+ * that would otherwise wait for a batch. */
+static void test_writer_reclaims_when_asked(void **state)
+{
+	struct fx *f = *state;
+	struct ns_slot_shm *sl = f->t->slot;
+	char key[9];
+
+	for (uint32_t i = 0; i < 10; i++) {
+		small_key(key, i);
+		assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
+		assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
+	}
+	assert_int_equal(sl->retire_count, 10);
+	small_key(key, 0);
+	assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
+	assert_int_equal(sl->retire_count, 11); /* not asked: kept */
+	ns_add_return(&f->c->hdr->reclaim_wanted, 1u);
+	assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
+	assert_int_equal(sl->retire_count, 0);
+	t_assert_consistent(f->c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -319,6 +472,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hot_keys_outlive_cold_ones, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_clients_retired_chunks_before_eviction,
 						setup_small_items, teardown),
+		cmocka_unit_test_setup_teardown(test_store_waits_for_retired_chunks_instead_of_evicting,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_in_limbo_evicts_when_nobody_frees,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writer_reclaims_when_asked, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
