@@ -257,13 +257,17 @@ int ns__census(ns_cache *c, uint32_t space, struct ns_census *cs)
 	for (uint32_t k = 0; k < c->nclasses; k++) {
 		cs->cls[k].size = c->classes[k].size;
 		cs->cls[k].per_page = c->classes[k].per_page;
-		cs->cls[k].evictions = ns_load_relaxed(&c->classes[k].evictions);
+		/* The cause before the total: nsd adds to them in the
+		 * other order, so the total read is never below it. */
+		cs->cls[k].move_evictions = ns_load_acquire(&c->classes[k].move_evictions);
+		cs->cls[k].evictions = ns_load_acquire(&c->classes[k].evictions);
 		cs->cls[k].enomem = ns_load_relaxed(&c->classes[k].enomem);
-		cs->cls[k].move_evictions = ns_load_relaxed(&c->classes[k].move_evictions);
 		cs->cls[k].rescues = ns_load_relaxed(&c->classes[k].rescues);
 	}
 	cs->index_evictions = ns_load_relaxed(&c->hdr->index_evictions);
-	cs->quota_evictions = ns_load_relaxed(&c->hdr->quota_evictions);
+	for (uint32_t i = 0; i < c->hdr->nspaces; i++)
+		if (ns_load_acquire(&c->spaces[i].state) == 1)
+			cs->quota_evictions += ns_load_relaxed(&c->spaces[i].quota_evictions);
 	census_pages(c, cs);
 	census_lists(c, cs);
 	census_slots(c, cs);

@@ -400,8 +400,12 @@ int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
 			return err;
 		if (err == 0)
 			continue; /* being built, or just replaced */
-		ns_add_return(&cl->evictions, 1ull);
-		ns_add_return(&cl->move_evictions, 1ull);
+		if (err == 2) {
+			/* The cause first: readers load it first (inspect.c),
+			 * so the total is never below it. */
+			ns_add_return(&cl->move_evictions, 1ull);
+			ns_add_return(&cl->evictions, 1ull);
+		}
 		if (t->slot->retire_count >= 256)
 			ns__reclaim(c, t);
 	}
@@ -452,9 +456,20 @@ void ns__pages_resume(ns_cache *c)
 
 /* ---- when to move a page ---- */
 
+/* Evictions by stores: a page move's own evictions are not pressure on
+ * the class it takes the page from. */
+static uint64_t store_evictions(ns_cache *c, int k)
+{
+	uint64_t mv = ns_load_acquire(&c->classes[k].move_evictions);
+	uint64_t ev = ns_load_acquire(&c->classes[k].evictions);
+
+	return ev > mv ? ev - mv : 0;
+}
+
 static uint64_t need_score(const struct ns_rebalance *rb, ns_cache *c, int k)
 {
-	uint64_t ev = ns_load_relaxed(&c->classes[k].evictions) - rb->evictions[k];
+	uint64_t now_ev = store_evictions(c, k);
+	uint64_t ev = now_ev > rb->evictions[k] ? now_ev - rb->evictions[k] : 0;
 	uint64_t nm = ns_load_relaxed(&c->classes[k].enomem) - rb->enomem[k];
 
 	/* A failed store weighs more than an eviction. */
@@ -543,7 +558,7 @@ int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb)
 		}
 	}
 	for (uint32_t k = 0; k < c->nclasses; k++) {
-		rb->evictions[k] = ns_load_relaxed(&c->classes[k].evictions);
+		rb->evictions[k] = store_evictions(c, (int)k);
 		rb->enomem[k] = ns_load_relaxed(&c->classes[k].enomem);
 	}
 	rb->last_ms = now;

@@ -99,7 +99,7 @@ struct ns_thr {
 	unsigned forkgen;          /* ns__forkgen when claimed; a child sees a mismatch */
 	uint64_t rng;              /* xorshift state for eviction sampling */
 	uint64_t pin_gave_up;      /* a free-list pin we waited out once (slab.c) */
-	uint32_t reclaim_seen;     /* hdr.reclaim_wanted when we last reclaimed for it */
+	uint64_t reclaim_seen;     /* hdr.reclaim_ask_ms when we last answered it */
 	struct ns_thr *next;       /* c->thrs list, under ns__mu */
 };
 
@@ -298,6 +298,9 @@ void ns__push_free(ns_cache *c, int cls, ns_off_t off);
 /* Evict about one item of class CLS (expired ones first).  0 if it
  * unlinked something. */
 int ns__evict(ns_cache *c, struct ns_thr *t, int cls);
+/* How long a store waits for retired chunks of its class before evicting
+ * (slab.c, "limbo"); 50 ms, and only tests change it. */
+extern unsigned ns__limbo_wait_ms;
 
 /* ---- index.c ------------------------------------------------------------ */
 #define NS_LOCK_TIMEOUT_MS 2000 /* a live owner holding longer gets NS_EBUSY */
@@ -379,19 +382,22 @@ static inline bool ns__visible(const ns_cache *c, const struct ns_item_shm *it,
 	return e == 0 || e > now;
 }
 /* Why an item leaves the index, for the namespace counters.  An item that
- * no longer reads as present always counts as an expiration. */
+ * no longer reads as present always counts as an expiration; returns what
+ * it was counted as. */
 enum { NS_GONE_DEL, NS_GONE_EVICT, NS_GONE_EXPIRE };
-void ns__acct_gone(ns_cache *c, struct ns_thr *t, struct ns_item_shm *it, int why);
+int ns__acct_gone(ns_cache *c, struct ns_thr *t, struct ns_item_shm *it, int why);
 
 /* ---- ops.c -------------------------------------------------------------- */
 /* Unlink OFF from bucket B (found by the caller) and retire it, following
  * the intent protocol.  Lock held on entry, released on return. */
-void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
-		       ns_off_t off, int why);
+int ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
+		      ns_off_t off, int why);
 /* Unlink chunk OFF, chosen without a lock, under its bucket's lock if it
  * is still linked there, still an item of SPACE (0: any) and, with
- * DEAD_ONLY, still reads as absent at NOW.  1 unlinked and retired, 0 no
- * longer there, or a lock error. */
+ * DEAD_ONLY, still reads as absent at NOW.  2 unlinked and retired, and
+ * counted as an eviction (WHY was NS_GONE_EVICT and the item still read
+ * as present); 1 unlinked and retired otherwise; 0 no longer there; or a
+ * lock error. */
 /* Move the live item in chunk OFF to a fresh chunk of its class, from free
  * memory only: the same bytes (key, value, version, times) under the same
  * index word.  1 moved; 0 replaced or removed meanwhile; NS_ENOMEM. */
@@ -514,7 +520,8 @@ struct ns_census {
 	uint64_t over_linked;     /* overflow buckets reached through chains */
 	uint64_t longest_chain;   /* buckets in the longest chain */
 	uint64_t locked;          /* primary bucket locks held */
-	uint64_t index_evictions, quota_evictions; /* the header's counters */
+	uint64_t index_evictions; /* the header's counter */
+	uint64_t quota_evictions; /* summed over the namespaces */
 	uint64_t bad_refs;        /* index words or pages naming no chunk/class */
 	uint64_t bad_items;       /* items with impossible lengths or namespace */
 	uint64_t bad_chains;      /* chains with a bad link, a loop, or too long */

@@ -117,11 +117,13 @@ struct ns_hdr_shm {
 	uint64_t recoveries;   /* atomic add; slots recovered so far */
 	uint64_t index_evictions; /* atomic add: items evicted because their
 				   * index chain was full */
-	uint64_t quota_evictions; /* atomic add: items evicted by a namespace quota */
-	uint32_t reclaim_wanted;  /* atomic add: an allocation found its class's
-				   * chunks waiting on retire lists; every writer
-				   * reclaims when it sees this change (slab.c) */
-	uint32_t reclaim_pad;
+
+	/* Line read by every write, written only by a store short of memory. */
+	uint64_t reclaim_ask_ms __attribute__((aligned(NS_CACHELINE)));
+			       /* CAS, at most one change per ms: a store found its
+				* class's chunks waiting on retire lists (slab.c,
+				* "limbo"); a writer that sees it change frees its
+				* list at its next write (ops.c) */
 
 	/* Line written by nsd only (and read by clients and nsctl). */
 	uint64_t janitor_beat_ms __attribute__((aligned(NS_CACHELINE))); /* CLOCK_REALTIME of its last tick; 0 never */
@@ -204,6 +206,7 @@ struct ns_space_shm {
 	int64_t items __attribute__((aligned(NS_CACHELINE)));
 	int64_t bytes;       /* chunk bytes */
 	uint64_t evict_hand; /* atomic add: where quota eviction looks next */
+	uint64_t quota_evictions; /* atomic add: items its quota evicted */
 
 	/* Slot counters folded in when a slot's entry changed namespace. */
 	uint64_t hits __attribute__((aligned(NS_CACHELINE)));
@@ -240,6 +243,9 @@ struct ns_class_shm {
 	uint64_t move_evictions; /* of those, by page moves (nsd) */
 	uint64_t rescues;    /* items a page move copied to another chunk */
 	uint64_t enomem;     /* allocations that failed (nsd moves pages) */
+	uint64_t limbo_until_ms; /* relaxed, CLOCK_MONOTONIC ms: a wait for its
+				  * retired chunks came to nothing; stores evict
+				  * at once until then (slab.c) */
 } __attribute__((aligned(NS_CACHELINE)));
 
 /* Page states (ns_page_shm.drain), for moving a page to another class. */

@@ -376,18 +376,23 @@ void ns__retire_limits(ns_cache *c)
 	c->retire_cap = clamp_u64(data / 64, c->retire_batch, NS_RETIRE_JANITOR_BYTES);
 }
 #define NS_JANITOR_STALE_MS 1000 /* a heartbeat older than this: nsd is gone */
+#define NS_ANSWER_MIN_COUNT 16   /* retired chunks worth answering an ask for */
 
 static void maybe_reclaim(ns_cache *c, struct ns_thr *t)
 {
 	struct ns_slot_shm *sl = t->slot;
-	uint32_t wanted = ns_load_relaxed(&c->hdr->reclaim_wanted);
+	uint64_t ask = ns_load_relaxed(&c->hdr->reclaim_ask_ms);
 
-	if (ns_unlikely(wanted != t->reclaim_seen)) {
-		/* An allocation is short of chunks that may be on our list
-		 * (slab.c, "limbo"): free what we can now. */
-		t->reclaim_seen = wanted;
-		if (sl->retire_count)
-			ns__reclaim(c, t);
+	if (ns_unlikely(ask != t->reclaim_seen)) {
+		/* A store is short of chunks that may be on our list (slab.c,
+		 * "limbo"): free them now, onto the free lists where it looks
+		 * (not into our cache).  At most once per ask, which changes
+		 * at most once a millisecond, and not for a list too short to
+		 * be worth a membarrier. */
+		t->reclaim_seen = ask;
+		if (sl->retire_count >= NS_ANSWER_MIN_COUNT ||
+		    sl->retire_bytes >= NS_RETIRE_BYTES_MIN)
+			ns__reclaim_slot(c, sl, false);
 		return;
 	}
 	if (sl->retire_count < NS_RETIRE_BATCH && sl->retire_bytes < c->retire_batch)
@@ -403,8 +408,8 @@ static void maybe_reclaim(ns_cache *c, struct ns_thr *t)
 	ns__reclaim(c, t);
 }
 
-void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
-		       ns_off_t off, int why)
+int ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word,
+		      ns_off_t off, int why)
 {
 	struct ns_slot_shm *sl = t->slot;
 
@@ -421,10 +426,11 @@ void ns__unlink_locked(ns_cache *c, struct ns_thr *t, uint64_t b, uint64_t *word
 	NS_FAULT("del:released");
 	ns_store_relaxed(&sl->in_phase, (uint32_t)NS_PH_UNLOCKED);
 	NS_FAULT("del:unlocked");
-	ns__acct_gone(c, t, (struct ns_item_shm *)(c->base + off), why);
+	why = ns__acct_gone(c, t, (struct ns_item_shm *)(c->base + off), why);
 	ns__retire(c, t, off);
 	NS_FAULT("del:retired");
 	intent_clear(sl);
+	return why;
 }
 
 int ns__unlink_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off, int why,
@@ -448,8 +454,7 @@ int ns__unlink_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off, int why,
 		ns_store_relaxed(&t->slot->in_bucket, 0ull);
 		return 0;
 	}
-	ns__unlink_locked(c, t, b, word, off, why);
-	return 1;
+	return ns__unlink_locked(c, t, b, word, off, why) == NS_GONE_EVICT ? 2 : 1;
 }
 
 /* Undo step 1 when the write cannot go on: the chunk was never visible. */
@@ -598,8 +603,10 @@ static int quota_evict_one(ns_space *s, struct ns_thr *t, uint64_t now)
 			return err;
 		if (err == 0)
 			continue; /* it went away meanwhile */
-		ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
-		ns_add_return(&s->c->hdr->quota_evictions, 1ull);
+		if (err == 2) {
+			ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
+			ns_add_return(&s->shm->quota_evictions, 1ull);
+		}
 		return 0;
 	}
 	return NS_ENOMEM;
@@ -943,9 +950,9 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 				ns_add_return(&s->shm->bytes,
 					      -(int64_t)c->classes[oc].size);
 		} else {
-			if (!same && ns__visible(c, o, now))
+			if (ns__acct_gone(c, t, o, same ? NS_GONE_EXPIRE : NS_GONE_EVICT) ==
+			    NS_GONE_EVICT)
 				ns_add_return(&c->hdr->index_evictions, 1ull);
-			ns__acct_gone(c, t, o, same ? NS_GONE_EXPIRE : NS_GONE_EVICT);
 		}
 		ns__retire(c, t, old);
 		NS_FAULT("set:retired");

@@ -557,12 +557,33 @@ static int64_t random_chunk(ns_cache *c, struct ns_thr *t, int cls)
  * the second: an evicted item is retired too, and comes back no sooner
  * than the chunks already waiting.  A sample of the class's chunks says
  * which, in the spirit of the eviction sample below: more retired than
- * live.  A full cache under churn has a few retired chunks in every
- * sample and mostly live ones, so it evicts at once as before.
+ * live (pages being moved away left out: their chunks leave the class).
+ * A full cache under churn has a few retired chunks in every sample and
+ * mostly live ones, so it evicts at once as before.
+ *
+ * In limbo a store asks every writer to free its list at its next write
+ * (hdr.reclaim_ask_ms, at most one change per millisecond whoever asks,
+ * so answers cost one membarrier per writer per millisecond at most), and
+ * takes what they free; it samples again at each ask and evicts as soon
+ * as the class is no longer mostly retired.  Writers that do not write
+ * (idle, or stopped) never answer: after NS_LIMBO_WAIT_MS with no chunk
+ * the store evicts, and stores of that class skip the wait for
+ * NS_LIMBO_FUTILE_MS.
  */
 #define NS_LIMBO_SAMPLES 32
-#define NS_LIMBO_STEP_US 100  /* how often a store in limbo looks again */
-#define NS_LIMBO_ASK_US 1000  /* and asks the writers again */
+#define NS_LIMBO_STEP_US 100   /* how often a store in limbo looks again */
+#define NS_LIMBO_ASK_US 1000   /* and samples and asks again */
+#define NS_LIMBO_WAIT_MS 50
+#define NS_LIMBO_FUTILE_MS 1000
+unsigned ns__limbo_wait_ms = NS_LIMBO_WAIT_MS; /* tests lengthen it */
+
+static void ask_reclaim(ns_cache *c, uint64_t now_us)
+{
+	uint64_t ms = now_us / 1000u, old = ns_load_relaxed(&c->hdr->reclaim_ask_ms);
+
+	if (old < ms)
+		ns_cmpxchg(&c->hdr->reclaim_ask_ms, old, ms);
+}
 
 static bool in_limbo(ns_cache *c, struct ns_thr *t, int cls)
 {
@@ -572,7 +593,8 @@ static bool in_limbo(ns_cache *c, struct ns_thr *t, int cls)
 		int64_t off = random_chunk(c, t, cls);
 		if (off < 0)
 			return false;
-		if (off == 0)
+		struct ns_page_shm *pg = off > 0 ? ns__page_of(c, (ns_off_t)off) : NULL;
+		if (pg == NULL || ns_load_relaxed(&pg->drain) != NS_PG_NORMAL)
 			continue;
 		uint32_t st = ns_load_relaxed(&((struct ns_item_shm *)(c->base + off))->state);
 		live += st == NS_CH_LIVE;
@@ -617,8 +639,10 @@ int ns__evict(ns_cache *c, struct ns_thr *t, int cls)
 		return err;
 	if (err == 0)
 		return NS_ENOTFOUND; /* it went away meanwhile: try again */
-	ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
-	ns_add_return(&cl->evictions, 1ull);
+	if (err == 2) { /* an expired victim is counted as expired */
+		ns_store_relaxed(&t->slot->evictions, t->slot->evictions + 1);
+		ns_add_return(&cl->evictions, 1ull);
+	}
 	return 0;
 }
 
@@ -753,7 +777,7 @@ int ns__alloc_free(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 {
 	struct ns_slot_shm *s = t->slot;
-	uint64_t deadline = 0, next_ask = 0;
+	uint64_t deadline = 0, next_ask = 0, limbo_end = 0;
 	bool waiting = false, recovered = false, limbo = false, sampled = false;
 
 	/* While WAITING, a chunk found (on the free list, or freed by a
@@ -798,22 +822,37 @@ int ns__alloc(ns_cache *c, struct ns_thr *t, int cls, ns_off_t *out)
 		 * reclaim (ops.c, maybe_reclaim) and take what they free, for
 		 * what is left of the budget, before evicting anything. */
 		if (!sampled) {
+			uint64_t now = ns__mono_us();
 			sampled = true;
-			limbo = in_limbo(c, t, cls);
+			limbo = now / 1000u >= ns_load_relaxed(&c->classes[cls].limbo_until_ms) &&
+				in_limbo(c, t, cls);
+			if (limbo) {
+				if (deadline == 0)
+					deadline = now + NS_ALLOC_WAIT_MS * 1000ull;
+				limbo_end = now + ns__limbo_wait_ms * 1000ull;
+				if (limbo_end > deadline)
+					limbo_end = deadline;
+			}
 		}
 		if (limbo) {
 			uint64_t now = ns__mono_us();
-			if (deadline == 0)
-				deadline = now + NS_ALLOC_WAIT_MS * 1000ull;
-			if (now < deadline) {
-				if (now >= next_ask) {
-					ns_add_return(&c->hdr->reclaim_wanted, 1u);
-					next_ask = now + NS_LIMBO_ASK_US;
-				}
+			if (now >= next_ask) {
+				/* Still mostly retired?  Others may have taken
+				 * what was freed: then evict. */
+				if (next_ask != 0 && !in_limbo(c, t, cls))
+					limbo = false;
+				else
+					ask_reclaim(c, now);
+				next_ask = now + NS_LIMBO_ASK_US;
+			}
+			if (limbo && now < limbo_end) {
 				usleep(NS_LIMBO_STEP_US);
 				round--;
 				continue;
 			}
+			if (limbo) /* nobody answered: don't wait here for a while */
+				ns_store_relaxed(&c->classes[cls].limbo_until_ms,
+						 now / 1000u + NS_LIMBO_FUTILE_MS);
 			limbo = false;
 		}
 		/* Out of memory: evict a few of this class, then reclaim. */

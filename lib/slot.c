@@ -177,7 +177,7 @@ struct ns_thr *ns__thr_slow(ns_cache *c, int *err)
 	}
 	t->c = c;
 	t->forkgen = ns__forkgen;
-	t->reclaim_seen = ns_load_relaxed(&c->hdr->reclaim_wanted);
+	t->reclaim_seen = ns_load_relaxed(&c->hdr->reclaim_ask_ms);
 	t->fd = ns__open_own_fd(c);
 	if (t->fd < 0) {
 		*err = t->fd;

@@ -161,15 +161,15 @@ struct ns_sctr_shm *ns__sctr_slow(ns_cache *c, struct ns_slot_shm *sl,
 	return e;
 }
 
-void ns__acct_gone(ns_cache *c, struct ns_thr *t, struct ns_item_shm *it,
-		   int why)
+int ns__acct_gone(ns_cache *c, struct ns_thr *t, struct ns_item_shm *it,
+		  int why)
 {
 	uint32_t id = it->space;
 	struct ns_sctr_shm *e;
 	int cls;
 
 	if (id == 0 || id > c->hdr->nspaces)
-		return;
+		return NS_GONE_EXPIRE; /* no namespace: nobody's item */
 	cls = ns__class_of(c, (ns_off_t)((uint8_t *)it - c->base));
 	ns_add_return(&c->spaces[id - 1].items, (int64_t)-1);
 	if (cls >= 0)
@@ -189,6 +189,7 @@ void ns__acct_gone(ns_cache *c, struct ns_thr *t, struct ns_item_shm *it,
 		ns_store_relaxed(&e->expirations, e->expirations + 1);
 		break;
 	}
+	return why;
 }
 
 /* ---- settings, info, list, clear ---------------------------------------- */

@@ -101,7 +101,7 @@ static void test_full_cache_keeps_setting_enomem_only_without_victims(void **sta
 	/* All by allocation: none by page moves, index chains or quotas. */
 	assert_int_equal(c->classes[0].move_evictions, 0);
 	assert_int_equal(c->hdr->index_evictions, 0);
-	assert_int_equal(c->hdr->quota_evictions, 0);
+	assert_int_equal(c->spaces[0].quota_evictions, 0);
 	assert_int_equal(c->hdr->next_page, c->npages);
 	size_t vl;
 	small_key(key, (uint32_t)capacity + more - 1);
@@ -393,34 +393,48 @@ static int limbo_fill(struct fx *f, struct limbo *l)
 	return cls;
 }
 
+/* The ask: a change of hdr.reclaim_ask_ms after BEFORE, within 10 s. */
+static bool asked_after(ns_cache *c, uint64_t before)
+{
+	for (int i = 0; i < 50000; i++) {
+		if (__atomic_load_n(&c->hdr->reclaim_ask_ms, __ATOMIC_ACQUIRE) != before)
+			return true;
+		usleep(200);
+	}
+	return false;
+}
+
 static void test_store_waits_for_retired_chunks_instead_of_evicting(void **state)
 {
 	struct fx *f = *state;
 	struct limbo l = { 0 };
 	int cls = limbo_fill(f, &l);
-	uint32_t asked = f->c->hdr->reclaim_wanted;
+	uint64_t ask0 = f->c->hdr->reclaim_ask_ms;
 	pthread_t st;
 
+	/* The whole budget (500 ms), so that a loaded machine cannot make
+	 * us answer too late; the default wait is 50 ms. */
+	ns__limbo_wait_ms = 10000;
 	assert_int_equal(pthread_create(&st, NULL, limbo_store, &l), 0);
-	/* The list's owner writes again a while later (a delete of the
-	 * live item): its reclaim frees the chunks the store waits for. */
-	usleep(LIMBO_RESPOND_MS * 1000);
+	/* The store asks; the list's owner answers at its next write (a
+	 * delete of the live item), freeing the chunks the store waits for. */
+	bool asked = asked_after(f->c, ask0);
 	assert_int_equal(ns_del(f->s, "k", 1), 0);
 	assert_int_equal(pthread_join(st, NULL), 0);
-	print_message("# store in limbo: %d after %llu ms, %llu eviction(s), asked %u time(s)\n",
-		      l.r, (unsigned long long)(l.ns / 1000000u),
-		      (unsigned long long)f->c->classes[cls].evictions,
-		      f->c->hdr->reclaim_wanted - asked);
+	ns__limbo_wait_ms = 50;
+	print_message("# store in limbo: %d after %llu ms, %llu eviction(s)\n", l.r,
+		      (unsigned long long)(l.ns / 1000000u),
+		      (unsigned long long)f->c->classes[cls].evictions);
+	assert_true(asked);
 	assert_int_equal(l.r, 0);
 	assert_int_equal(f->c->classes[cls].evictions, 0);
-	assert_true(f->c->hdr->reclaim_wanted != asked);
-	/* It waited for the owner, and not much longer. */
-	assert_true(l.ns >= (LIMBO_RESPOND_MS / 2) * 1000000ull);
+	assert_int_equal(f->c->classes[cls].limbo_until_ms, 0);
 	free(l.val);
 	t_assert_consistent(f->c);
 }
 
-/* Nobody frees them: the wait is bounded, and the store then evicts. */
+/* Nobody frees them: the store evicts after the wait, and the next store
+ * of the class evicts at once, without asking. */
 static void test_store_in_limbo_evicts_when_nobody_frees(void **state)
 {
 	struct fx *f = *state;
@@ -437,31 +451,50 @@ static void test_store_in_limbo_evicts_when_nobody_frees(void **state)
 	assert_int_equal(l.r, 0);
 	assert_int_equal(f->c->classes[cls].evictions, 1);
 	assert_int_equal(ns_exists(f->s, "k", 1), NS_ENOTFOUND);
-	assert_true(l.ns >= 400 * 1000000ull); /* NS_ALLOC_WAIT_MS, 500 */
+	assert_true(l.ns >= 50 * 1000000ull); /* NS_LIMBO_WAIT_MS */
+	assert_true(f->c->classes[cls].limbo_until_ms > ns__mono_ms());
+
+	uint64_t ask1 = f->c->hdr->reclaim_ask_ms;
+	assert_int_equal(pthread_create(&st, NULL, limbo_store, &l), 0);
+	assert_int_equal(pthread_join(st, NULL), 0);
+	assert_int_equal(l.r, 0);
+	assert_int_equal(f->c->hdr->reclaim_ask_ms, ask1);
 	free(l.val);
 	t_assert_consistent(f->c);
 }
 
-/* A writer reclaims at its next write when asked, even with a short list
- * that would otherwise wait for a batch. */
+/* A writer frees its list onto the free lists at its next write when
+ * asked, even a list that would otherwise wait for a batch; a list too
+ * short to be worth a membarrier is left alone. */
 static void test_writer_reclaims_when_asked(void **state)
 {
 	struct fx *f = *state;
 	struct ns_slot_shm *sl = f->t->slot;
 	char key[9];
 
-	for (uint32_t i = 0; i < 10; i++) {
+	for (uint32_t i = 0; i < 20; i++) {
 		small_key(key, i);
 		assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
+	}
+	small_key(key, 0);
+	for (uint32_t i = 0; i < 10; i++)
+		assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
+	assert_int_equal(sl->retire_count, 10);
+	f->c->hdr->reclaim_ask_ms++;
+	assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
+	assert_int_equal(sl->retire_count, 11); /* too short to answer */
+
+	for (uint32_t i = 1; i < 20; i++) {
+		small_key(key, i);
 		assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
 	}
-	assert_int_equal(sl->retire_count, 10);
-	small_key(key, 0);
-	assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
-	assert_int_equal(sl->retire_count, 11); /* not asked: kept */
-	ns_add_return(&f->c->hdr->reclaim_wanted, 1u);
+	assert_int_equal(sl->retire_count, 30); /* not asked again: kept */
+	int cls = ns__class_of(f->c, t_find_item(f->s, key, 8));
+	uint8_t cached = sl->cache_n[cls];
+	f->c->hdr->reclaim_ask_ms++;
 	assert_int_equal(ns_set(f->s, key, 8, NULL, 0, 0), 0);
 	assert_int_equal(sl->retire_count, 0);
+	assert_true(sl->cache_n[cls] <= cached); /* onto the free list */
 	t_assert_consistent(f->c);
 }
 

@@ -654,7 +654,7 @@ static void test_quota_evicts_only_own_items(void **state)
 	/* It used its quota, and every key it does not hold was evicted. */
 	assert_true(a.bytes + chunk > QUOTA);
 	assert_int_equal(a.items + a.evictions, QUOTA_KEYS);
-	assert_int_equal(f->c->hdr->quota_evictions, a.evictions);
+	assert_int_equal(f->c->spaces[a.id - 1].quota_evictions, a.evictions);
 	assert_int_equal(a.sets, QUOTA_KEYS);
 	assert_int_equal(a.bytes, a.items * chunk);
 	uint64_t present = 0;

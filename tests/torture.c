@@ -1163,13 +1163,18 @@ static bool check_values(int64_t *ctr_val, bool *ctr_present)
  * first when a counter was evicted. */
 static void print_evictions(void)
 {
+	uint64_t quota = 0;
+
+	for (uint32_t i = 0; i < C->hdr->nspaces; i++)
+		quota += ns_load_relaxed(&C->spaces[i].quota_evictions);
 	printf("# evictions by cause: index full %" PRIu64 ", quota %" PRIu64 "\n",
-	       ns_load_relaxed(&C->hdr->index_evictions),
-	       ns_load_relaxed(&C->hdr->quota_evictions));
+	       ns_load_relaxed(&C->hdr->index_evictions), quota);
 	for (uint32_t k = 0; k < C->nclasses; k++) {
 		struct ns_class_shm *cl = &C->classes[k];
-		uint64_t ev = ns_load_relaxed(&cl->evictions);
 		uint64_t mv = ns_load_relaxed(&cl->move_evictions);
+		uint64_t ev = ns_load_relaxed(&cl->evictions);
+		if (ev < mv)
+			ev = mv; /* nobody writes now; only for safety */
 		if (ev == 0 && ns_load_relaxed(&cl->rescues) == 0)
 			continue;
 		printf("#   class %u (%u B, %u pages): allocation %" PRIu64 ", page move %"
