@@ -56,6 +56,7 @@ struct cfg {
 	unsigned tick_ms;       /* length of one tick */
 	unsigned cpu_pct;       /* expiry budget: percent of one core */
 	unsigned rebalance_ms;  /* how often to consider moving a page; 0 never */
+	bool rebalance_exercise; /* move one anyway each time (for the torture) */
 	int level;              /* log messages up to this level */
 	bool syslog;
 	bool foreground;
@@ -302,6 +303,9 @@ static void usage(FILE *f)
 		"      --cpu-percent P    active-expiry budget, %% of one core (default 10)\n"
 		"      --rebalance-ms MS  how often to consider moving a slab page to a\n"
 		"                         class that needs it (default 1000; 0: never)\n"
+		"      --rebalance-exercise  test aid: at each look move a page between\n"
+		"                         two random classes, needed or not, giving\n"
+		"                         up rather than evicting (the torture uses it)\n"
 		"      --log-level L      error|warning|info|debug (default info)\n"
 		"      --syslog           log to syslog instead of stderr\n"
 		"  -F, --foreground       do not detach (for systemd, containers)\n"
@@ -321,6 +325,7 @@ static int parse_args(int argc, char **argv)
 		{ "tick-ms", required_argument, NULL, 'T' },
 		{ "cpu-percent", required_argument, NULL, 'P' },
 		{ "rebalance-ms", required_argument, NULL, 'R' },
+		{ "rebalance-exercise", no_argument, NULL, 'X' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "syslog", no_argument, NULL, 'Y' },
 		{ "foreground", no_argument, NULL, 'F' },
@@ -342,6 +347,7 @@ static int parse_args(int argc, char **argv)
 		case 'L': r = apply(&cfg, "log_level", optarg, false, err, sizeof(err)); break;
 		case 'Y': r = apply(&cfg, "syslog", "yes", false, err, sizeof(err)); break;
 		case 'F': cfg.foreground = true; break;
+		case 'X': cfg.rebalance_exercise = true; break;
 		case 'f':
 			if (strlen(optarg) >= sizeof(cfg.config)) {
 				fprintf(stderr, "nsd: config path too long\n");
@@ -532,6 +538,7 @@ static int run(void)
 			ns__reclaim_cheap(c, t);
 		if (cfg.rebalance_ms) {
 			rb.interval_ms = cfg.rebalance_ms;
+			rb.exercise = cfg.rebalance_exercise;
 			err = ns__rebalance(c, t, &rb);
 			if (err == 1)
 				logmsg(L_INFO, "moved a page from class %d (%u B) to class %d (%u B); "

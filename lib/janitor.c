@@ -366,7 +366,9 @@ static void move_finish(ns_cache *c, uint32_t p)
 	move_push(c, p);
 }
 
-int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
+/* One step of moving page P; MAY_EVICT false: NS_ENOMEM rather than
+ * evict an item no free chunk of its class can take. */
+static int move_step(ns_cache *c, struct ns_thr *t, uint32_t p, bool may_evict)
 {
 	struct ns_page_shm *pg = &c->pages[p];
 	int from = (int)ns_load_relaxed(&pg->cls) - 1;
@@ -393,7 +395,7 @@ int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
 				ns__reclaim(c, t);
 			continue;
 		}
-		if (err != NS_ENOMEM)
+		if (err != NS_ENOMEM || !may_evict)
 			return err;
 		err = ns__unlink_chunk(c, t, off, NS_GONE_EVICT, 0, false, 0);
 		if (err < 0)
@@ -418,6 +420,11 @@ int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
 		return 0;
 	move_finish(c, p);
 	return 1;
+}
+
+int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p)
+{
+	return move_step(c, t, p, true);
 }
 
 void ns__pages_resume(ns_cache *c)
@@ -512,12 +519,59 @@ static int pick_page(ns_cache *c, struct ns_thr *t, int from)
 	return best == UINT32_MAX ? -1 : (int)best;
 }
 
+/*
+ * The exercise (nsd --rebalance-exercise, for the torture): a page from a
+ * random class with two or more to another random class in use at every
+ * look,
+ * whether or not any class is short, so that page moves, and kills in the
+ * middle of them, happen in a cache that never runs out of memory.  Its
+ * items are rescued into free chunks of their class; a move that would
+ * have to evict one gives up instead, and there is no exercise once the
+ * pages are all handed out (a class it took from gets a fresh page rather
+ * than evict): the torture checks that nothing is evicted.
+ */
+static int exercise_start(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb,
+			  uint64_t now)
+{
+	uint64_t r = (ns__mono_us() + rb->moved + rb->aborted) * 0x9e3779b97f4a7c15ull;
+	uint32_t n = c->nclasses;
+	int from = -1, to;
+
+	if (n < 2)
+		return 0;
+	for (uint32_t i = 0; i < n && from < 0; i++) {
+		uint32_t k = (uint32_t)((r >> 32) + i) % n;
+		if (ns_load_relaxed(&c->classes[k].npages) >= 2)
+			from = (int)k;
+	}
+	if (from < 0)
+		return 0;
+	/* To a class in use: one that never had a page has no items to
+	 * place in it. */
+	to = -1;
+	for (uint32_t i = 0; i < n && to < 0; i++) {
+		uint32_t k = (uint32_t)((uint32_t)r + i) % n;
+		if ((int)k != from && ns_load_relaxed(&c->classes[k].npages) >= 1)
+			to = (int)k;
+	}
+	if (to < 0)
+		return 0;
+	int p = pick_page(c, t, from);
+	if (p < 0 || ns__page_move_start(c, t, (uint32_t)p, to) != 0)
+		return 0;
+	rb->page = p;
+	rb->from = from;
+	rb->to = to;
+	rb->started_ms = now;
+	return 0;
+}
+
 int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb)
 {
 	uint64_t now = ns__now_ms();
 
 	if (rb->page >= 0) {
-		int r = ns__page_move_step(c, t, (uint32_t)rb->page);
+		int r = move_step(c, t, (uint32_t)rb->page, !rb->exercise);
 
 		if (r == 1) {
 			rb->moved++;
@@ -530,12 +584,20 @@ int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb)
 			ns__page_move_abort(c, (uint32_t)rb->page);
 			rb->aborted++;
 			rb->page = -1;
-			return r < 0 ? r : 2;
+			/* An exercise move gives up rather than evict. */
+			return r < 0 && !(rb->exercise && r == NS_ENOMEM) ? r : 2;
 		}
 		return 0;
 	}
 	if (now - rb->last_ms < rb->interval_ms)
 		return 0;
+
+	/* Only while pages are left to hand out: a class the exercise took
+	 * a page from gets a fresh one rather than evict. */
+	if (rb->exercise && ns_load_relaxed(&c->hdr->next_page) + 2 <= c->npages) {
+		rb->last_ms = now;
+		return exercise_start(c, t, rb, now);
+	}
 
 	/* The neediest class, and the least needy one that has pages. */
 	int to = -1, from = -1;

@@ -451,6 +451,7 @@ struct ns_rebalance {
 	uint64_t last_ms, interval_ms, started_ms;
 	int page, from, to, last_from, last_to; /* page < 0: none moving */
 	uint64_t moved, aborted;
+	bool exercise;  /* move pages with or without need (janitor.c) */
 };
 /* One tick of rebalancing: 1 when a page move finished, 2 when one was
  * given up, 0 otherwise, <0 on error. */

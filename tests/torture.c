@@ -887,8 +887,8 @@ static void start_nsd(void)
 		if (null >= 0)
 			dup2(null, STDIN_FILENO);
 		execl(cfg.nsd, cfg.nsd, "--foreground", "--segment", cfg.name,
-		      "--tick-ms", "50", "--rebalance-ms", "200", "--log-level", "error",
-		      (char *)NULL);
+		      "--tick-ms", "50", "--rebalance-ms", "200", "--rebalance-exercise",
+		      "--log-level", "error", (char *)NULL);
 		_exit(127);
 	}
 	nsd_pid = p > 0 ? p : 0;
