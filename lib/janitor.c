@@ -519,6 +519,22 @@ static int pick_page(ns_cache *c, struct ns_thr *t, int from)
 	return best == UINT32_MAX ? -1 : (int)best;
 }
 
+/* Start moving a page of FROM (the one with the fewest live items among a
+ * few) to TO, and remember it in RB.  Returns 0 either way. */
+static int start_move(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb,
+		      int from, int to, uint64_t now)
+{
+	int p = pick_page(c, t, from);
+
+	if (p < 0 || ns__page_move_start(c, t, (uint32_t)p, to) != 0)
+		return 0;
+	rb->page = p;
+	rb->from = from;
+	rb->to = to;
+	rb->started_ms = now;
+	return 0;
+}
+
 /*
  * The exercise (nsd --rebalance-exercise, for the torture): a page from a
  * random class with two or more to another random class in use at every
@@ -556,14 +572,7 @@ static int exercise_start(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb
 	}
 	if (to < 0)
 		return 0;
-	int p = pick_page(c, t, from);
-	if (p < 0 || ns__page_move_start(c, t, (uint32_t)p, to) != 0)
-		return 0;
-	rb->page = p;
-	rb->from = from;
-	rb->to = to;
-	rb->started_ms = now;
-	return 0;
+	return start_move(c, t, rb, from, to, now);
 }
 
 int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb)
@@ -629,12 +638,5 @@ int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb)
 	if (to < 0 || from < 0 || from_score * 4 >= to_score ||
 	    ns_load_relaxed(&c->hdr->next_page) < c->npages)
 		return 0;
-	int p = pick_page(c, t, from);
-	if (p < 0 || ns__page_move_start(c, t, (uint32_t)p, to) != 0)
-		return 0;
-	rb->page = p;
-	rb->from = from;
-	rb->to = to;
-	rb->started_ms = now;
-	return 0;
+	return start_move(c, t, rb, from, to, now);
 }
