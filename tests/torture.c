@@ -1101,6 +1101,22 @@ static bool check_verify(const char *when)
 		       " locked %" PRIu64 " %s\n", when, rep.chunks, rep.reachable,
 		       rep.free, rep.cached, rep.retired, rep.in_flight, rep.leaked,
 		       rep.doubled, rep.bad_refs, rep.locked, rep.first_error);
+	/* Where a leaked chunk lives: its page's move state, and its place
+	 * among the page's chunks (the first, the last, one in the middle). */
+	unsigned long long off;
+	const char *at = strstr(rep.first_error, "at offset ");
+	if (!ok && at && sscanf(at, "at offset %llu", &off) == 1) {
+		struct ns_page_shm *pg = ns__page_of(C, (ns_off_t)off);
+		int k = ns__class_of(C, (ns_off_t)off);
+		if (pg && k >= 0) {
+			uint64_t base = C->data_off + (uint64_t)(pg - C->pages) * NS_PAGE_SIZE;
+			printf("# leaked chunk: page %td (cls %u, carved %u, drain %u, move_to %u, "
+			       "park_head %llu), chunk %llu of %u\n", pg - C->pages, pg->cls,
+			       pg->carved, pg->drain, pg->move_to,
+			       (unsigned long long)pg->park_head,
+			       (off - base) / C->classes[k].size, C->classes[k].per_page);
+		}
+	}
 	return tap(ok, "consistency %s: every chunk accounted for", when);
 }
 
