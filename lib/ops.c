@@ -475,6 +475,23 @@ static void drop_new(ns_cache *c, struct ns_thr *t, ns_off_t off)
  * a copy of the item as the new one.  Under the bucket lock the item cannot
  * change, so the copy is exact; readers of the old chunk finish with it
  * before it is reclaimed. */
+/* Lock bucket B for publishing new chunk NW (phase BUILT), in_bucket
+ * first so that recovery finds a lock we die holding before the rest of
+ * the intent is written; on failure NW is given back. */
+static int lock_for_new(ns_cache *c, struct ns_thr *t, uint64_t b, ns_off_t nw)
+{
+	struct ns_slot_shm *sl = t->slot;
+	int err;
+
+	ns_store_relaxed(&sl->in_bucket, b + 1);
+	err = ns__bucket_lock(c, t, b);
+	if (err) {
+		ns_store_relaxed(&sl->in_bucket, 0ull);
+		drop_new(c, t, nw);
+	}
+	return err;
+}
+
 int ns__relocate_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off)
 {
 	struct ns_slot_shm *sl = t->slot;
@@ -489,13 +506,9 @@ int ns__relocate_chunk(ns_cache *c, struct ns_thr *t, ns_off_t off)
 	if (err)
 		return err;
 	nit = (struct ns_item_shm *)(c->base + nw);
-	ns_store_relaxed(&sl->in_bucket, b + 1);
-	err = ns__bucket_lock(c, t, b);
-	if (err) {
-		ns_store_relaxed(&sl->in_bucket, 0ull);
-		drop_new(c, t, nw);
+	err = lock_for_new(c, t, b, nw);
+	if (err)
 		return err;
-	}
 	word = ns__chain_find_locked(c, b, off);
 	size_t len = sizeof(*it) + (size_t)it->klen + it->vlen;
 	if (word == NULL || ns_load_relaxed(&it->state) != NS_CH_LIVE ||
@@ -865,15 +878,10 @@ static int store_body(ns_space *s, const void *key, size_t klen, struct wr *w)
 		memcpy(item_key(it) + klen, w->val, w->vlen);
 	NS_FAULT("set:built");
 
-	/* 2. Lock the bucket; in_bucket first, so that recovery finds a lock
-	 * we die holding before the rest of the intent is written. */
-	ns_store_relaxed(&sl->in_bucket, b + 1);
-	err = ns__bucket_lock(c, t, b);
-	if (err) {
-		ns_store_relaxed(&sl->in_bucket, 0ull);
-		drop_new(c, t, off);
+	/* 2. Lock the bucket. */
+	err = lock_for_new(c, t, b, off);
+	if (err)
 		return err;
-	}
 
 	/* 3. Find the old item, or room; check the condition. */
 	old = lookup(c, b, tag_of(h), s->id, key, klen, &word, &err);
