@@ -29,6 +29,7 @@
  * reclamation for at most one liveness check.
  */
 #define _GNU_SOURCE
+#define NS_TR_FILE 3
 #include "ns_internal.h"
 
 #define NS_RETIRE_MIN_STUCK 16 /* retired items before we suspect a dead reader */
@@ -46,6 +47,7 @@ void ns__retire_slot(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
 	if (it == NULL || cls < 0)
 		return; /* cannot happen for an offset taken from the index */
 	ns__shade(c, off);
+	NS_TR(c, off);
 	/* Orders the unlink store (and the unlock) before the load of E. */
 	cmm_smp_mb();
 	it->retire_epoch = (uint32_t)ns_load_relaxed(&c->hdr->epoch);
@@ -120,6 +122,7 @@ static size_t free_before(ns_cache *c, struct ns_slot_shm *s, bool cache,
 			/* Into the cache first, then off the list: dying in
 			 * between leaves it in both, which recovery expects. */
 			ns__shade(c, off);
+			NS_TR(c, off);
 			s->cache[cls][s->cache_n[cls]] = off;
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 			s->retire_head = next;
@@ -130,6 +133,7 @@ static size_t free_before(ns_cache *c, struct ns_slot_shm *s, bool cache,
 			 * audit take it back (it leaves RETIRED chunks alone,
 			 * recover.c).  Shaded first, for an audit running. */
 			ns__shade(c, off);
+			NS_TR(c, off);
 			ns_store_relaxed(&it->state, (uint32_t)NS_CH_FREE);
 			s->slab_busy = 1;
 			cmm_barrier();

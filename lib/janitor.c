@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define NS_TR_FILE 2
 #include "ns_internal.h"
 
 #define NS_EXPIRE_STEP_BUCKETS 256 /* chains looked at per step */
@@ -237,12 +238,29 @@ static void unpark_all(ns_cache *c, uint32_t p)
 		if (t)
 			t->slot->slab_busy = 1;
 		if (ns_cmpxchg(&pg->park_head, off, next) == off) {
+			NS_TR(c, off);
 			NS_FAULT("move:unparking");
 			ns__push_free(c, cls, off);
 		}
 		if (t)
 			t->slot->slab_busy = 0;
 	}
+}
+
+/* A client that saw a page draining just before the move was given up
+ * parks its chunk after the abort's unpark_all: on a page nobody moves,
+ * where nothing would use it until the page moved again or the next nsd
+ * started.  Each look of the rebalancer gives such chunks back. */
+static void unpark_late(ns_cache *c)
+{
+	uint32_t used = ns_load_relaxed(&c->hdr->next_page);
+
+	if (used > c->npages)
+		used = c->npages;
+	for (uint32_t p = 0; p < used; p++)
+		if (ns_load_acquire(&c->pages[p].drain) == NS_PG_NORMAL &&
+		    ns_load_relaxed(&c->pages[p].park_head) != 0)
+			unpark_all(c, p);
 }
 
 /* Whether a client's chunk cache holds a chunk of page P (class CLS).  A
@@ -288,6 +306,7 @@ static void flush_own_cache(ns_cache *c, struct ns_thr *t, int cls)
 		ns__shade(c, last);
 		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] - 1));
 		s->cache[cls][k] = last;
+		NS_TR(c, off);
 		ns__push_free(c, cls, off); /* parks it: the page is draining */
 		s->slab_busy = 0;
 	}
@@ -600,6 +619,7 @@ int ns__rebalance(ns_cache *c, struct ns_thr *t, struct ns_rebalance *rb)
 	}
 	if (now - rb->last_ms < rb->interval_ms)
 		return 0;
+	unpark_late(c);
 
 	/* Only while pages are left to hand out: a class the exercise took
 	 * a page from gets a fresh one rather than evict. */

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <urcu/arch.h>
@@ -347,6 +348,19 @@ static inline void ns__wsec_exit(struct ns_slot_shm *s)
 	ns_store_release(&s->wsec, s->wsec + 1u);
 }
 
+/* The chunk trace (trace.c; meson -Dchunk_trace=true): NS_TR records that
+ * this line moved chunk OFF.  NS_TR_FILE names the file (trace.c's table). */
+void ns__trace_open(ns_cache *c);
+void ns__trace_print(ns_cache *c, ns_off_t off, FILE *f);
+#ifdef NS_CHUNK_TRACE
+void ns__trace(ns_cache *c, ns_off_t off, unsigned file, unsigned line);
+#ifndef NS_TR_FILE
+#define NS_TR_FILE 0
+#endif
+#define NS_TR(c, off) ns__trace((c), (off), NS_TR_FILE, __LINE__)
+#else
+#define NS_TR(c, off) do { } while (0)
+#endif
 void ns__shade_slow(ns_cache *c, ns_off_t off);
 /* A chunk changes records: while an audit runs, say so in the audit map. */
 static inline void ns__shade(ns_cache *c, ns_off_t off)

@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#define NS_TR_FILE 4
 #include "ns_internal.h"
 
 static bool in_cache(struct ns_slot_shm *s, int cls, ns_off_t off)
@@ -106,6 +107,7 @@ static void free_chunk_of(ns_cache *c, struct ns_slot_shm *s, ns_off_t off)
 	if (cls < 0 || in_cache(s, cls, off))
 		return;
 	s->slab_busy = 1;
+	NS_TR(c, off);
 	ns__push_free(c, cls, off);
 	s->slab_busy = 0;
 }
@@ -725,21 +727,42 @@ struct page_snap {
 	uint32_t cls, carved;
 };
 
-/* The live sweep: chunks of pages whose class is still the snapshot's and
- * that are not moving, carved by the snapshot, neither marked nor shaded,
- * and not retired (a retire list is not walked live: see mark_slot; a
- * chunk leaked while it left one stays for an audit with no client). */
+/*
+ * The live sweep: chunks of pages whose class is still the snapshot's and
+ * that are not changing class (MOVING), carved by the snapshot, neither
+ * marked nor shaded, and not retired (a retire list is not walked live:
+ * see mark_slot; a chunk leaked while it left one stays for an audit with
+ * no client).
+ *
+ * A page being drained is swept like any other: its free chunks sit on
+ * its park list, which is marked, and one that is leaked goes back through
+ * ns__push_free, onto the park list, where the move needs it.  Leaving
+ * such pages out let a chunk leaked by a janitor killed while unparking
+ * stay lost for good: the next nsd chose that page again (few live items),
+ * the audit skipped it as draining and cleared its request, and the move
+ * waited for the chunk until it gave up, again and again (the torture with
+ * nsd's --rebalance-exercise).  A leaked chunk also keeps a drained page
+ * from ever becoming MOVING, so no page can change class under the sweep
+ * while it holds one.
+ *
+ * *PARTIAL is set when a page was left out (MOVING, or of another class
+ * since the snapshot): the caller leaves the audit request standing.
+ */
 static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap,
-			       const uint8_t *shade)
+			       const uint8_t *shade, bool *partial)
 {
 	ns_cache *c = mk->c;
 	uint64_t n = 0;
 
 	for (uint32_t p = 0; p < c->npages; p++) {
 		uint32_t k = snap[p].cls, carved = snap[p].carved;
-		if (k == 0 || k > c->nclasses || ns_load_acquire(&c->pages[p].cls) != k ||
-		    ns_load_acquire(&c->pages[p].drain) != NS_PG_NORMAL)
+		if (k == 0 || k > c->nclasses)
 			continue;
+		if (ns_load_acquire(&c->pages[p].cls) != k ||
+		    ns_load_acquire(&c->pages[p].drain) == NS_PG_MOVING) {
+			*partial = true;
+			continue;
+		}
 		if (carved > c->classes[k - 1].per_page)
 			carved = c->classes[k - 1].per_page;
 		for (uint32_t i = 0; i < carved; i++) {
@@ -756,6 +779,7 @@ static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap,
 			    (ns_load_relaxed(&shade[id >> 3]) & (1u << (id & 7))))
 				continue;
 			n++;
+			NS_TR(c, off);
 			ns__push_free(c, (int)k - 1, off);
 		}
 	}
@@ -764,7 +788,8 @@ static uint64_t sweep_snapshot(struct marks *mk, const struct page_snap *snap,
 
 /* WANTED: hdr.audit_wanted before the audit began; a request made since
  * (a client that died meanwhile) may name a chunk this audit saw in a
- * record, so it is left standing for the next one. */
+ * record, so it is left standing for the next one, and so is every request
+ * when the sweep had to leave a page out. */
 static int64_t audit_live(ns_cache *c, struct ns_thr *t, uint32_t wanted)
 {
 	struct ns_verify_report rep;
@@ -772,6 +797,7 @@ static int64_t audit_live(ns_cache *c, struct ns_thr *t, uint32_t wanted)
 	struct page_snap *snap = NULL;
 	uint32_t *seen = calloc(c->nslots, sizeof(*seen));
 	uint64_t n = 0;
+	bool partial = false;
 	int err;
 
 	if (seen == NULL)
@@ -826,7 +852,7 @@ static int64_t audit_live(ns_cache *c, struct ns_thr *t, uint32_t wanted)
 	if (err == 0 && mk.unstable)
 		err = NS_EBUSY; /* a list kept changing: cannot trust the marks */
 	if (err == 0)
-		n = sweep_snapshot(&mk, snap, c->audit_map);
+		n = sweep_snapshot(&mk, snap, c->audit_map, &partial);
 	free(mk.m);
 out:
 	ns_store_release(&c->hdr->audit_active, 0u);
@@ -834,7 +860,8 @@ out:
 	free(seen);
 	if (err)
 		return err;
-	ns_cmpxchg(&c->hdr->audit_wanted, wanted, 0u);
+	if (!partial)
+		ns_cmpxchg(&c->hdr->audit_wanted, wanted, 0u);
 	return (int64_t)n;
 }
 

@@ -241,6 +241,7 @@ static void view(ns_cache *c)
 	c->nover = h->nover;
 	c->data_off = h->data_off;
 	ns__retire_limits(c);
+	ns__trace_open(c);
 }
 
 /* Table OFF of LEN bytes starts at or after *END and ends inside SIZE;

@@ -40,6 +40,7 @@
 
 #include <atomic_ops.h>
 
+#define NS_TR_FILE 1
 #include "ns_internal.h"
 
 #define TAG_SHIFT 40
@@ -173,6 +174,7 @@ static void park(ns_cache *c, ns_off_t off)
 	ns_off_t h;
 
 	ns__shade(c, off);
+	NS_TR(c, off);
 	ns_store_release(&it->state, (uint32_t)NS_CH_FREE);
 	do {
 		h = ns_load_acquire(&pg->park_head);
@@ -189,6 +191,7 @@ void ns__push_free_raw(ns_cache *c, int cls, ns_off_t off)
 	uint64_t h;
 
 	ns__shade(c, off);
+	NS_TR(c, off);
 	ns_store_release(&it->state, (uint32_t)NS_CH_FREE);
 	do {
 		h = ns_load_acquire(&cl->free_head);
@@ -428,6 +431,7 @@ static int pop_free(ns_cache *c, struct ns_thr *t, int cls)
 				continue; /* its page is moving: not ours to use */
 			}
 			ns__shade(c, off);
+			NS_TR(c, off);
 			s->cache[cls][s->cache_n[cls]] = off;
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 			s->slab_busy = 0;
@@ -470,6 +474,7 @@ static int carve(ns_cache *c, struct ns_slot_shm *s, int cls)
 						return 0; /* damaged class or page table */
 					}
 					ns__shade(c, off);
+					NS_TR(c, off);
 					s->cache[cls][s->cache_n[cls]] = off;
 					ns_store_relaxed(&s->cache_n[cls],
 							 (uint8_t)(s->cache_n[cls] + 1));
@@ -749,6 +754,7 @@ static int take_cached(ns_cache *c, struct ns_slot_shm *s, int cls, ns_off_t *ou
 	/* Record the intent first, then leave the cache: dying in between
 	 * leaves it in both, and recovery counts it once. */
 	ns__shade(c, off);
+	NS_TR(c, off);
 	ns_store_relaxed(&s->in_new, off);
 	ns_store_relaxed(&s->in_phase, (uint32_t)NS_PH_BUILT);
 	ns_store_relaxed(&s->cache_n[cls], (uint8_t)(n - 1));
@@ -893,6 +899,7 @@ void ns__free(ns_cache *c, struct ns_thr *t, ns_off_t off)
 		return; /* not a chunk: never ours to free */
 	if (s->cache_n[cls] < NS_SLOT_CACHE && !draining(c, off)) {
 		ns__shade(c, off);
+		NS_TR(c, off);
 		s->cache[cls][s->cache_n[cls]] = off;
 		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
 		return;

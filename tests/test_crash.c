@@ -291,22 +291,8 @@ static void live_audit_takes_back_a_leak(void **state)
 
 	assert_int_equal(pipe(fds), 0);
 	pid_t w[2] = { spawn_survivor(c, fds[1], 5u), spawn_survivor(c, fds[1], 6u) };
-	/* Both writers attached: the audit must run live. */
-	for (int waited = 0; waited < 2000; waited++) {
-		int alive = 0;
-		for (uint32_t i = 0; i < c->nslots; i++)
-			alive += ns_load_relaxed(&c->slots[i].state) == NS_SLOT_ACTIVE &&
-				 ns__slot_alive(c, -1, i) == 1;
-		if (alive >= 3) /* the two writers and this process */
-			break;
-		usleep(1000);
-	}
-	int64_t got = NS_EBUSY;
-	for (int i = 0; i < 100 && got == NS_EBUSY; i++) {
-		got = ns__audit(c);
-		if (got == NS_EBUSY)
-			usleep(5000);
-	}
+	/* Both writers attached (and this process): the audit runs live. */
+	int64_t got = t_audit_live(c, 3);
 	print_message("# live audit took back %lld chunk(s)\n", (long long)got);
 	assert_true(got >= 1);
 	/* With nothing leaked, audits during the writes take nothing: a

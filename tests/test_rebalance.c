@@ -391,16 +391,15 @@ static void test_kill_sifter_loses_at_most_one_chunk(void **state)
 	resume_after_mover(c, "sift:unlinked", pid);
 }
 
-/* The janitor killed while giving a page's parked chunks back (a move
- * aborted, or resumed after a kill): one chunk at a time, so at most one is
- * lost.  It took the whole park list at once before. */
-static void test_kill_unparker_loses_at_most_one_chunk(void **state)
+/* Fill the cache, then fork a mover that starts moving a page, frees items
+ * on it (their chunks are parked), gives the move up, and is killed at its
+ * first unpark: one chunk of the page is on no list. */
+static pid_t fork_killed_unparker(struct fx *f)
 {
-	struct fx *f = *state;
 	ns_cache *c = f->c;
-
 	uint32_t n = fill_small(f->s, c);
 	pid_t pid = fork();
+
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct ns_thr *ct = mover_thr(c);
@@ -420,7 +419,124 @@ static void test_kill_unparker_loses_at_most_one_chunk(void **state)
 		}
 		_exit(4);
 	}
-	resume_after_mover(c, "move:unparking", pid);
+	return pid;
+}
+
+/* The janitor killed while giving a page's parked chunks back (a move
+ * aborted, or resumed after a kill): one chunk at a time, so at most one is
+ * lost.  It took the whole park list at once before. */
+static void test_kill_unparker_loses_at_most_one_chunk(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+
+	resume_after_mover(c, "move:unparking", fork_killed_unparker(f));
+}
+
+/* A client that saw the page draining parks its chunk just after the move
+ * was given up (after the abort's unpark_all): the chunk sits on the park
+ * list of a page nobody moves.  The rebalancer's next look gives it back
+ * to its class; before, only the next nsd's start did. */
+static void test_late_parker_unparked_at_next_look(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int err = 0;
+	struct ns_thr *t = ns__thr(c, &err);
+	int big = big_class(c);
+	uint32_t n = fill_small(f->s, c);
+	int page = -1;
+
+	for (uint32_t p = 0; p < c->npages && page < 0; p++)
+		if (ns__page_move_start(c, t, p, big) == 0)
+			page = (int)p;
+	assert_true(page >= 0);
+	/* Parked while draining; then the abort's first store, and the
+	 * unpark missed them: as if parked late. */
+	assert_true(free_page_items(f->s, c, n, (uint32_t)page) > 0);
+	ns__reclaim(c, t);
+	assert_true(c->pages[page].park_head != 0);
+	ns_store_release(&c->pages[page].drain, (uint32_t)NS_PG_NORMAL);
+	ns_store_relaxed(&c->pages[page].move_to, 0u);
+	t_assert_consistent(c); /* parked chunks are free, not lost */
+
+	/* A look that moves nothing: no class needs a page. */
+	struct ns_rebalance rb = { .page = -1, .interval_ms = 1 };
+	for (uint32_t k = 0; k < c->nclasses; k++) {
+		rb.evictions[k] = c->classes[k].evictions;
+		rb.enomem[k] = c->classes[k].enomem;
+	}
+	assert_int_equal(ns__rebalance(c, t, &rb), 0);
+	assert_int_equal(rb.page, -1);
+	assert_int_equal(c->pages[page].park_head, 0);
+	t_assert_consistent(c);
+}
+
+/* The janitor killed while unparking an aborted move leaks one chunk of the
+ * page; the next janitor picks the same page again (it has few live items),
+ * and a live audit runs while it drains.  The audit must take the chunk
+ * back there (onto the park list) and the move must then finish.  The live
+ * sweep used to leave draining pages out and clear the request anyway: the
+ * chunk stayed lost, and every later move of the page waited for it until
+ * it gave up (the torture, with nsd's --rebalance-exercise). */
+static void test_live_audit_takes_back_a_chunk_leaked_on_a_draining_page(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int err = 0, fds[2];
+	struct ns_thr *t = ns__thr(c, &err);
+	int big = big_class(c);
+
+	int st = t_wait(fork_killed_unparker(f), 10000);
+	assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	/* Killed at its first unpark: the rest of the page's chunks are
+	 * still parked, which names the page. */
+	int page = -1;
+	for (uint32_t p = 0; p < c->npages && page < 0; p++)
+		if (c->pages[p].park_head != 0)
+			page = (int)p;
+	assert_true(page >= 0);
+	assert_int_equal(c->pages[page].drain, NS_PG_NORMAL);
+	ns__recover_dead(c);
+	assert_true(ns_load_relaxed(&c->hdr->audit_wanted) != 0);
+	struct ns_verify_report rep;
+	assert_int_equal(ns__verify(c, &rep), NS_ECORRUPT);
+	assert_int_equal(rep.leaked, 1);
+	assert_non_null(strstr(rep.first_error, "state free)"));
+
+	/* The next janitor gives the rest back and moves the page again. */
+	ns__pages_resume(c);
+	assert_int_equal(c->pages[page].park_head, 0);
+	assert_int_equal(ns__page_move_start(c, t, (uint32_t)page, big), 0);
+
+	/* Another client attached: the audit runs live. */
+	assert_int_equal(pipe(fds), 0);
+	pid_t other = fork();
+	assert_true(other >= 0);
+	if (other == 0) {
+		char b;
+		mover_thr(c);
+		close(fds[1]);
+		_exit(read(fds[0], &b, 1) == 0 ? 0 : 1);
+	}
+	close(fds[0]);
+	int64_t got = t_audit_live(c, 2);
+	print_message("# live audit with page %d draining took back %lld chunk(s)\n", page,
+		      (long long)got);
+	assert_int_equal(got, 1);
+	assert_int_equal(ns_load_relaxed(&c->hdr->audit_wanted), 0);
+	/* With every chunk back, the page empties and changes class. */
+	int r = 0;
+	for (int step = 0; step < 100 && r == 0; step++)
+		r = ns__page_move_step(c, t, (uint32_t)page);
+	assert_int_equal(r, 1);
+	assert_int_equal(c->pages[page].cls, (uint32_t)big + 1);
+	close(fds[1]);
+	st = t_wait(other, 10000);
+	assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ns__recover_dead(c);
+	t_assert_consistent(c);
+	assert_int_equal(set_big(f->s, 1), 0);
 }
 
 /* A page moved while its class has free chunks: every item on it is
@@ -568,6 +684,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_abort_gives_chunks_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move_rescues_items_while_the_class_has_room,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_parker_unparked_at_next_look, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_move_under_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill_mover_moving, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill_mover_pushing_loses_at_most_one_chunk,
@@ -576,6 +694,9 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill_unparker_loses_at_most_one_chunk,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_live_audit_takes_back_a_chunk_leaked_on_a_draining_page, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(test_nsd_shifts_pages, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
