@@ -120,11 +120,15 @@ static size_t free_before(ns_cache *c, struct ns_slot_shm *s, bool cache,
 		ns_off_t next = it->next;
 		if (cache && s->cache_n[cls] < NS_SLOT_CACHE) {
 			/* Into the cache first, then off the list: dying in
-			 * between leaves it in both, which recovery expects. */
+			 * between leaves it in both, which recovery expects.
+			 * FREE once in the cache: a chunk that leaks on its
+			 * way out of a cache must not read as RETIRED, which
+			 * a live audit leaves alone (recover.c). */
 			ns__shade(c, off);
 			NS_TR(c, off);
 			s->cache[cls][s->cache_n[cls]] = off;
 			ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
+			ns_store_relaxed(&it->state, (uint32_t)NS_CH_FREE);
 			s->retire_head = next;
 		} else {
 			/* Free while still on the list, then busy before it

@@ -435,7 +435,19 @@ static int move_step(ns_cache *c, struct ns_thr *t, uint32_t p, bool may_evict)
 	 * that looked at the page before it was marked. */
 	flush_own_cache(c, t, from);
 	ns__slab_sift(c, t, from);
-	if (park_count(c, pg, cl->per_page) < cl->per_page)
+	uint64_t parked = park_count(c, pg, cl->per_page);
+	if (parked > cl->per_page) {
+		/* More than the page holds: a chunk parked twice, or a
+		 * cycle (a damaged list).  Moving now would give away a
+		 * chunk still in use, and giving the list back would push
+		 * one twice: drop it, and let the audit find its chunks. */
+		ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
+		ns_store_relaxed(&pg->move_to, 0u);
+		ns_store_release(&pg->park_head, 0ull);
+		ns_add_return(&c->hdr->audit_wanted, 1u);
+		return NS_ECORRUPT;
+	}
+	if (parked < cl->per_page)
 		return 0;
 	move_finish(c, p);
 	return 1;

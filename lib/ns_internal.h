@@ -452,8 +452,10 @@ void ns__janitor_beat(ns_cache *c);
 int ns__janitor_alive(ns_cache *c);
 
 /* Page rebalancing (nsd).  Moves page P to class TO: start marks it
- * draining; each step evicts what lives in it, and returns 1 once the page
- * belongs to TO, 0 while it drains. */
+ * draining; each step rescues or evicts what lives in it, and returns 1
+ * once the page belongs to TO, 0 while it drains, NS_ECORRUPT (the page
+ * given back, the audit asked for) when its park list holds more chunks
+ * than the page. */
 int ns__page_move_start(ns_cache *c, struct ns_thr *t, uint32_t p, int to);
 int ns__page_move_step(ns_cache *c, struct ns_thr *t, uint32_t p);
 void ns__page_move_abort(ns_cache *c, uint32_t p);

@@ -467,9 +467,12 @@ static void mark_free_lists(struct marks *mk)
 		if (mk->live)
 			ns__unpin(c, mk->t, (int)k);
 	}
-	/* Chunks parked on the pages nsd is moving are free too.  Parkers
-	 * only push, and only the janitor (the auditor, or not running) takes
-	 * the list: a walk of it cannot go astray. */
+	/* Chunks parked on the pages nsd is moving (or that a late parker
+	 * left on a page no longer moving) are free too.  Parkers only push,
+	 * and only the janitor takes chunks off: when nsd is the auditor, a
+	 * walk cannot go astray.  Another auditor can meet nsd unparking a
+	 * chunk the walk stands on, and follow it onto a free list: the walk
+	 * then stops, and the marks cannot be trusted. */
 	for (uint32_t p = 0; p < c->npages; p++) {
 		ns_off_t off = ns_load_acquire(&c->pages[p].park_head);
 		uint64_t n = 0;
@@ -479,10 +482,13 @@ static void mark_free_lists(struct marks *mk)
 				mk->rep->bad_refs++;
 				fail(mk->rep, "park list of page %llu broken at %llu",
 				     p, (unsigned long long)off);
+				mk->unstable = mk->live;
 				break;
 			}
-			if (!mark(mk, off, M_FREE, "park list"))
+			if (!mark(mk, off, M_FREE, "park list")) {
+				mk->unstable = mk->live;
 				break;
+			}
 			mk->rep->free++;
 			off = ns_load_relaxed(&((struct ns_item_shm *)(c->base + off))->next);
 		}
@@ -731,8 +737,8 @@ struct page_snap {
  * The live sweep: chunks of pages whose class is still the snapshot's and
  * that are not changing class (MOVING), carved by the snapshot, neither
  * marked nor shaded, and not retired (a retire list is not walked live:
- * see mark_slot; a chunk leaked while it left one stays for an audit with
- * no client).
+ * see mark_slot; a chunk leaves one as FREE, in a cache or on a free list,
+ * so a chunk leaked on its way out of either is swept).
  *
  * A page being drained is swept like any other: its free chunks sit on
  * its park list, which is marked, and one that is leaked goes back through

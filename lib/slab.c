@@ -902,6 +902,10 @@ void ns__free(ns_cache *c, struct ns_thr *t, ns_off_t off)
 		NS_TR(c, off);
 		s->cache[cls][s->cache_n[cls]] = off;
 		ns_store_relaxed(&s->cache_n[cls], (uint8_t)(s->cache_n[cls] + 1));
+		/* A cached chunk reads as FREE (see free_before): not as
+		 * an eviction candidate, nor as retired to a live audit. */
+		ns_store_relaxed(&((struct ns_item_shm *)(c->base + off))->state,
+				 (uint32_t)NS_CH_FREE);
 		return;
 	}
 	s->slab_busy = 1;

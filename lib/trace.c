@@ -5,14 +5,14 @@
  * When the consistency check finds a chunk in no record, the question is
  * who touched it last, and how.  With the trace compiled in and
  * $NS_TRACE_DIR set, every process that attaches a segment maps one shared
- * file, DIR/trace-NAME, that keeps the last four events of every chunk:
+ * file, DIR/trace-NAME, that keeps the last eight events of every chunk:
  * each NS_TR() site (a push on a free or park list, a pop into a cache, a
  * retire, a free, an unpark, an audit's take-back) records its file and
  * line, the pid, and the time.  tests/torture prints the events of the
  * chunk it finds leaked; a leak in page moves was found this way
  * (tests/README.md).  A build without the option has no trace code at all.
  *
- *   entry of chunk k:  [count][event][event][event][event]
+ *   entry of chunk k:  [count][event] x 8
  *   event:  line:16 | file:4 | pid:22 | ms:22 (wall clock, mod 2^22)
  *
  * Events of one chunk are ordered by the count (each takes the next
@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EVENTS 4
+#define EVENTS 8
 
 static uint64_t *trace_map;
 static uint64_t trace_n;

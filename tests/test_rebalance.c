@@ -472,6 +472,78 @@ static void test_late_parker_unparked_at_next_look(void **state)
 	t_assert_consistent(c);
 }
 
+/* A park list with more chunks than its page holds (a chunk parked twice,
+ * or a cycle: a damaged segment) must neither let the move finish (a chunk
+ * in use would go to the new class) nor be given back (a chunk would be
+ * pushed twice, or the unpark would never end): the move stops with
+ * NS_ECORRUPT, the page is normal again with no park list, and the audit
+ * takes the page's free chunks back. */
+static void test_move_refuses_a_park_list_longer_than_the_page(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int err = 0;
+	struct ns_thr *t = ns__thr(c, &err);
+	uint32_t n = fill_small(f->s, c);
+	int page = -1;
+
+	for (uint32_t p = 0; p < c->npages && page < 0; p++)
+		if (ns__page_move_start(c, t, p, big_class(c)) == 0)
+			page = (int)p;
+	assert_true(page >= 0);
+	assert_true(free_page_items(f->s, c, n, (uint32_t)page) >= 2);
+	ns__reclaim(c, t);
+	ns_off_t head = c->pages[page].park_head, tail = head;
+	assert_true(head != 0);
+	while (ns__item(c, tail)->next != 0)
+		tail = ns__item(c, tail)->next;
+	assert_true(tail != head);
+	ns__item(c, tail)->next = head; /* the damage: a cycle */
+
+	int r = 0;
+	for (int step = 0; step < 100 && r == 0; step++)
+		r = ns__page_move_step(c, t, (uint32_t)page);
+	assert_int_equal(r, NS_ECORRUPT);
+	assert_int_equal(c->pages[page].drain, NS_PG_NORMAL);
+	assert_int_equal(c->pages[page].park_head, 0);
+	assert_int_equal(c->pages[page].cls, (uint32_t)ns__class_of(c, head) + 1);
+	assert_true(ns_load_relaxed(&c->hdr->audit_wanted) != 0);
+	int64_t got = ns__audit(c);
+	print_message("# the audit took back %lld chunk(s)\n", (long long)got);
+	assert_true(got >= 2);
+	t_assert_consistent(c);
+}
+
+/* A client that attaches and waits until *WFD is closed: while it lives,
+ * the audit must run live. */
+static pid_t fork_idle_client(ns_cache *c, int *wfd)
+{
+	int fds[2];
+
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char b;
+		mover_thr(c);
+		close(fds[1]);
+		_exit(read(fds[0], &b, 1) == 0 ? 0 : 1);
+	}
+	close(fds[0]);
+	*wfd = fds[1];
+	return pid;
+}
+
+/* Let the idle client go; then, alone, every chunk is accounted for. */
+static void end_idle_client(ns_cache *c, pid_t pid, int wfd)
+{
+	close(wfd);
+	int st = t_wait(pid, 10000);
+	assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ns__recover_dead(c);
+	t_assert_consistent(c);
+}
+
 /* The janitor killed while unparking an aborted move leaks one chunk of the
  * page; the next janitor picks the same page again (it has few live items),
  * and a live audit runs while it drains.  The audit must take the chunk
@@ -483,7 +555,7 @@ static void test_live_audit_takes_back_a_chunk_leaked_on_a_draining_page(void **
 {
 	struct fx *f = *state;
 	ns_cache *c = f->c;
-	int err = 0, fds[2];
+	int err = 0;
 	struct ns_thr *t = ns__thr(c, &err);
 	int big = big_class(c);
 
@@ -510,16 +582,8 @@ static void test_live_audit_takes_back_a_chunk_leaked_on_a_draining_page(void **
 	assert_int_equal(ns__page_move_start(c, t, (uint32_t)page, big), 0);
 
 	/* Another client attached: the audit runs live. */
-	assert_int_equal(pipe(fds), 0);
-	pid_t other = fork();
-	assert_true(other >= 0);
-	if (other == 0) {
-		char b;
-		mover_thr(c);
-		close(fds[1]);
-		_exit(read(fds[0], &b, 1) == 0 ? 0 : 1);
-	}
-	close(fds[0]);
+	int wfd;
+	pid_t other = fork_idle_client(c, &wfd);
 	int64_t got = t_audit_live(c, 2);
 	print_message("# live audit with page %d draining took back %lld chunk(s)\n", page,
 		      (long long)got);
@@ -531,12 +595,43 @@ static void test_live_audit_takes_back_a_chunk_leaked_on_a_draining_page(void **
 		r = ns__page_move_step(c, t, (uint32_t)page);
 	assert_int_equal(r, 1);
 	assert_int_equal(c->pages[page].cls, (uint32_t)big + 1);
-	close(fds[1]);
-	st = t_wait(other, 10000);
-	assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	ns__recover_dead(c);
-	t_assert_consistent(c);
+	end_idle_client(c, other, wfd);
 	assert_int_equal(set_big(f->s, 1), 0);
+}
+
+/* A chunk reclaimed into a slot cache and leaked on its way out (a client
+ * killed after taking it out of the cache and before parking it, as
+ * take_cached and nsd's flush of its own cache do on a draining page): the
+ * live audit takes it back.  Cached chunks kept the RETIRED state, which
+ * the live sweep leaves alone, so such a chunk stayed lost and kept its
+ * page from ever moving (found by a review of the fix above). */
+static void test_live_audit_takes_back_a_chunk_leaked_out_of_a_cache(void **state)
+{
+	struct fx *f = *state;
+	ns_cache *c = f->c;
+	int err = 0, wfd;
+	struct ns_thr *t = ns__thr(c, &err);
+	char key[16], val[64];
+
+	small_key(key, sizeof(key), 1);
+	size_t n = t_make_value(val, sizeof(val), key, 1, 24);
+	assert_int_equal(ns_set(f->s, key, strlen(key), val, n, 0), 0);
+	ns_off_t off = t_find_item(f->s, key, strlen(key));
+	int cls = ns__class_of(c, off);
+	assert_true(cls >= 0);
+	assert_int_equal(ns_del(f->s, key, strlen(key)), 0);
+	ns__reclaim(c, t);
+	struct ns_slot_shm *sl = t->slot;
+	assert_true(sl->cache_n[cls] > 0);
+	assert_true(sl->cache[cls][sl->cache_n[cls] - 1] == off);
+	sl->cache_n[cls]--; /* out of the cache, never parked: leaked */
+	ns_add_return(&c->hdr->audit_wanted, 1u);
+
+	pid_t other = fork_idle_client(c, &wfd);
+	int64_t got = t_audit_live(c, 2);
+	print_message("# live audit took back %lld chunk(s)\n", (long long)got);
+	assert_int_equal(got, 1);
+	end_idle_client(c, other, wfd);
 }
 
 /* A page moved while its class has free chunks: every item on it is
@@ -697,6 +792,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_live_audit_takes_back_a_chunk_leaked_on_a_draining_page, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(test_live_audit_takes_back_a_chunk_leaked_out_of_a_cache,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_move_refuses_a_park_list_longer_than_the_page,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nsd_shifts_pages, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

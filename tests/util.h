@@ -34,8 +34,8 @@ void t_assert_consistent(ns_cache *c);
 /* Offset of the item KEY points at in S's index (walked here, not through
  * the library's lookup, so tests check the index independently), or 0. */
 ns_off_t t_find_item(ns_space *s, const void *key, size_t klen);
-/* Wait (at most 2 s) until N slots are held by live processes, then run
- * the audit, live, retrying while it gives up (NS_EBUSY) for at most
+/* Wait (at most 2 s) until N slots are held by live processes (asserted),
+ * then run the audit, live, retrying while it gives up (NS_EBUSY) for at most
  * half a second.  Returns what ns__audit returned last. */
 int64_t t_audit_live(ns_cache *c, int n);
 /* Skip the whole test binary (exit 77) with a reason. */
