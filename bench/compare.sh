@@ -12,24 +12,30 @@
 # cell on a wrong value).  A cell with one process and 100% gets also times
 # the pointer chase (the memory limit of a get).
 #
-#   bench/compare.sh [--seconds S] [--quick] [--out DIR]
+#   bench/compare.sh [--seconds S] [--repeat R] [--quick] [--out DIR]
 #
+# --repeat R (default 3) runs every cell R times; report.py takes each
+# store's median run per cell, so a slow spell of this shared VM (they last
+# seconds here and moved single 2-second figures by up to 2x) hits one run
+# of a store rather than the figure.
 # --quick runs a 12-cell subset (64 B, 100,000 keys) to try the pipeline.
-# Results: DIR/compare.jsonl (one JSON line per store and cell, appended
+# Results: DIR/compare.jsonl (one JSON line per store, cell and run, appended
 # fresh each run), then bench/report.py writes DIR/compare.md and the plots.
 # Default DIR: bench/results.  Needs bench/setup-peers.sh to have run.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 seconds=2
+repeat=3
 quick=0
 out=bench/results
 while (($#)); do
 	case $1 in
 	--seconds) seconds=$2; shift 2 ;;
+	--repeat) repeat=$2; shift 2 ;;
 	--quick) quick=1; shift ;;
 	--out) out=$2; shift 2 ;;
-	-h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -57,7 +63,7 @@ else
 fi
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-label="commit=$commit host=$(uname -n) kernel=$(uname -r)"
+label="commit=$commit host=$(uname -n) kernel=$(uname -r) repeat=$repeat"
 {
 	echo "# compare.sh $(date -u +%FT%TZ) $label seconds=$seconds"
 	echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)" \
@@ -78,8 +84,9 @@ for procs in "${procss[@]}"; do
 		extra=(--chase)
 	fi
 	cells=$((cells + 1))
-	echo "# cell $cells: keys=$keys value=$size dist=$dist read=$read" \
-		"procs=$procs" | tee -a "$log"
+	for ((rep = 1; rep <= repeat; rep++)); do
+	echo "# cell $cells run $rep/$repeat: keys=$keys value=$size" \
+		"dist=$dist read=$read procs=$procs" | tee -a "$log"
 	status=0
 	"$NSBENCH" -b all --nsd "$NSD" -p "$procs" -t "$seconds" -k "$keys" \
 		-v "$size" -r "$read" -d "$dist" --json "$jsonl" \
@@ -89,15 +96,16 @@ for procs in "${procss[@]}"; do
 		"$cell_out" | sed 's/^/#   /' || true
 	if ((status != 0)); then
 		failed=$((failed + 1))
-		echo "# cell $cells FAILED (status $status, see $log)" |
+		echo "# cell $cells run $rep FAILED (status $status, see $log)" |
 			tee -a "$log"
 	fi
+	done
 done
 done
 done
 done
 done
 
-echo "# $cells cells, $failed failed" | tee -a "$log"
+echo "# $cells cells x $repeat runs, $failed runs failed" | tee -a "$log"
 python3 bench/report.py "$jsonl" "$out"
 exit $((failed > 0))
