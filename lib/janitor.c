@@ -336,12 +336,17 @@ int ns__page_move_start(ns_cache *c, struct ns_thr *t, uint32_t p, int to)
 	return 0;
 }
 
-void ns__page_move_abort(ns_cache *c, uint32_t p)
+/* Page PG is no longer draining or moving: clients free into its class
+ * again.  NORMAL first: a MOVING page always names its class in move_to. */
+static void stop_draining(struct ns_page_shm *pg)
 {
-	struct ns_page_shm *pg = &c->pages[p];
-
 	ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
 	ns_store_relaxed(&pg->move_to, 0u);
+}
+
+void ns__page_move_abort(ns_cache *c, uint32_t p)
+{
+	stop_draining(&c->pages[p]);
 	unpark_all(c, p);
 }
 
@@ -362,9 +367,7 @@ static void move_push(ns_cache *c, uint32_t p)
 			NS_FAULT("move:pushing");
 		ns__push_free_raw(c, to, page_base(c, p) + (uint64_t)k * cl->size);
 	}
-	/* NORMAL first: a MOVING page always names its class in move_to. */
-	ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
-	ns_store_relaxed(&pg->move_to, 0u);
+	stop_draining(pg);
 }
 
 /* All chunks of P are parked: give the page to its new class.  The store of
@@ -441,8 +444,7 @@ static int move_step(ns_cache *c, struct ns_thr *t, uint32_t p, bool may_evict)
 		 * cycle (a damaged list).  Moving now would give away a
 		 * chunk still in use, and giving the list back would push
 		 * one twice: drop it, and let the audit find its chunks. */
-		ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
-		ns_store_relaxed(&pg->move_to, 0u);
+		stop_draining(pg);
 		ns_store_release(&pg->park_head, 0ull);
 		ns_add_return(&c->hdr->audit_wanted, 1u);
 		return NS_ECORRUPT;
@@ -480,8 +482,7 @@ void ns__pages_resume(ns_cache *c)
 			} else {
 				/* Not a state a move leaves (a damaged
 				 * record): the audit finds what is lost. */
-				ns_store_relaxed(&pg->move_to, 0u);
-				ns_store_release(&pg->drain, (uint32_t)NS_PG_NORMAL);
+				stop_draining(pg);
 				ns_add_return(&c->hdr->audit_wanted, 1u);
 			}
 		} else if (d == NS_PG_DRAINING) {

@@ -96,7 +96,7 @@ void ns__trace_print(ns_cache *c, ns_off_t off, FILE *f)
 		uint64_t w = e[1 + i % EVENTS];
 		unsigned file = (unsigned)(w >> 16) & 15u;
 		fprintf(f, "#   %llu: %s:%u by pid %u at ms %llu (mod 2^22)\n",
-			(unsigned long long)i, files[file < 5 ? file : 0],
+			(unsigned long long)i, files[file < sizeof(files) / sizeof(files[0]) ? file : 0],
 			(unsigned)(w & 0xffffu), (unsigned)(w >> 20) & 0x3fffffu,
 			(unsigned long long)(w >> 42));
 	}

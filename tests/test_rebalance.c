@@ -75,6 +75,27 @@ static int big_class(ns_cache *c)
 	return ns__class_for(c, sizeof(struct ns_item_shm) + 8 + BIG);
 }
 
+/* The first page whose move to class TO starts (there must be one). */
+static uint32_t start_a_move(ns_cache *c, struct ns_thr *t, int to)
+{
+	for (uint32_t p = 0; p < c->npages; p++)
+		if (ns__page_move_start(c, t, p, to) == 0)
+			return p;
+	fail_msg("no page could start moving to class %d", to);
+	return 0;
+}
+
+/* Step the move of page P until it ends, at most MAX steps; what the last
+ * step returned (0: still draining). */
+static int step_move(ns_cache *c, struct ns_thr *t, uint32_t p, int max)
+{
+	int r = 0;
+
+	for (int step = 0; step < max && r == 0; step++)
+		r = ns__page_move_step(c, t, p);
+	return r;
+}
+
 static int set_big(ns_space *s, uint32_t i)
 {
 	char key[16], val[BIG + 64];
@@ -105,11 +126,7 @@ static void test_move_one_page(void **state)
 	assert_true(c->classes[big].enomem > 0);
 
 	/* A page of the small class that is whole and not being carved. */
-	int page = -1;
-	for (uint32_t p = 0; p < c->npages && page < 0; p++)
-		if (ns__page_move_start(c, t, p, big) == 0)
-			page = (int)p;
-	assert_true(page >= 0);
+	uint32_t page = start_a_move(c, t, big);
 	uint32_t small_pages = c->classes[small].npages;
 	uint64_t on_page = 0;
 	for (uint32_t i = 0; i < n; i++) {
@@ -119,9 +136,7 @@ static void test_move_one_page(void **state)
 		on_page += off && ns__page_of(c, off) == &c->pages[page];
 	}
 
-	int r = 0;
-	for (int step = 0; step < 50 && r == 0; step++)
-		r = ns__page_move_step(c, t, (uint32_t)page);
+	int r = step_move(c, t, page, 50);
 	assert_int_equal(r, 1);
 	assert_int_equal(c->pages[page].cls, (uint32_t)big + 1);
 	assert_int_equal(c->pages[page].drain, NS_PG_NORMAL);
@@ -177,19 +192,15 @@ static void test_abort_gives_chunks_back(void **state)
 
 	fill_small(f->s, c);
 	big = big_class(c);
-	int page = -1;
-	for (uint32_t p = 0; p < c->npages && page < 0; p++)
-		if (ns__page_move_start(c, t, p, big) == 0)
-			page = (int)p;
-	assert_true(page >= 0);
+	uint32_t page = start_a_move(c, t, big);
 	/* A non-page and a second start are refused. */
 	assert_int_equal(ns__page_move_start(c, t, c->npages, big), NS_EINVAL);
-	assert_int_equal(ns__page_move_start(c, t, (uint32_t)page, big), NS_EINVAL);
+	assert_int_equal(ns__page_move_start(c, t, page, big), NS_EINVAL);
 	t_assert_consistent(c); /* parked chunks count as free */
-	ns__page_move_abort(c, (uint32_t)page);
+	ns__page_move_abort(c, page);
 	assert_int_equal(c->pages[page].drain, NS_PG_NORMAL);
 	assert_int_equal(c->pages[page].park_head, 0);
-	assert_int_equal(ns__page_move_step(c, t, (uint32_t)page), NS_EINVAL);
+	assert_int_equal(ns__page_move_step(c, t, page), NS_EINVAL);
 	t_assert_consistent(c);
 	/* The small class can use its chunks again. */
 	char key[16], val[64];
@@ -445,15 +456,11 @@ static void test_late_parker_unparked_at_next_look(void **state)
 	struct ns_thr *t = ns__thr(c, &err);
 	int big = big_class(c);
 	uint32_t n = fill_small(f->s, c);
-	int page = -1;
 
-	for (uint32_t p = 0; p < c->npages && page < 0; p++)
-		if (ns__page_move_start(c, t, p, big) == 0)
-			page = (int)p;
-	assert_true(page >= 0);
+	uint32_t page = start_a_move(c, t, big);
 	/* Parked while draining; then the abort's first store, and the
 	 * unpark missed them: as if parked late. */
-	assert_true(free_page_items(f->s, c, n, (uint32_t)page) > 0);
+	assert_true(free_page_items(f->s, c, n, page) > 0);
 	ns__reclaim(c, t);
 	assert_true(c->pages[page].park_head != 0);
 	ns_store_release(&c->pages[page].drain, (uint32_t)NS_PG_NORMAL);
@@ -485,13 +492,9 @@ static void test_move_refuses_a_park_list_longer_than_the_page(void **state)
 	int err = 0;
 	struct ns_thr *t = ns__thr(c, &err);
 	uint32_t n = fill_small(f->s, c);
-	int page = -1;
 
-	for (uint32_t p = 0; p < c->npages && page < 0; p++)
-		if (ns__page_move_start(c, t, p, big_class(c)) == 0)
-			page = (int)p;
-	assert_true(page >= 0);
-	assert_true(free_page_items(f->s, c, n, (uint32_t)page) >= 2);
+	uint32_t page = start_a_move(c, t, big_class(c));
+	assert_true(free_page_items(f->s, c, n, page) >= 2);
 	ns__reclaim(c, t);
 	ns_off_t head = c->pages[page].park_head, tail = head;
 	assert_true(head != 0);
@@ -500,9 +503,7 @@ static void test_move_refuses_a_park_list_longer_than_the_page(void **state)
 	assert_true(tail != head);
 	ns__item(c, tail)->next = head; /* the damage: a cycle */
 
-	int r = 0;
-	for (int step = 0; step < 100 && r == 0; step++)
-		r = ns__page_move_step(c, t, (uint32_t)page);
+	int r = step_move(c, t, page, 100);
 	assert_int_equal(r, NS_ECORRUPT);
 	assert_int_equal(c->pages[page].drain, NS_PG_NORMAL);
 	assert_int_equal(c->pages[page].park_head, 0);
@@ -590,9 +591,7 @@ static void test_live_audit_takes_back_a_chunk_leaked_on_a_draining_page(void **
 	assert_int_equal(got, 1);
 	assert_int_equal(ns_load_relaxed(&c->hdr->audit_wanted), 0);
 	/* With every chunk back, the page empties and changes class. */
-	int r = 0;
-	for (int step = 0; step < 100 && r == 0; step++)
-		r = ns__page_move_step(c, t, (uint32_t)page);
+	int r = step_move(c, t, (uint32_t)page, 100);
 	assert_int_equal(r, 1);
 	assert_int_equal(c->pages[page].cls, (uint32_t)big + 1);
 	end_idle_client(c, other, wfd);
@@ -666,11 +665,7 @@ static void test_move_rescues_items_while_the_class_has_room(void **state)
 	uint64_t ev0 = c->classes[small].evictions;
 
 	/* A whole page of the class, and the versions of its items. */
-	int page = -1;
-	for (uint32_t p = 0; p < c->npages && page < 0; p++)
-		if (ns__page_move_start(c, t, p, big_class(c)) == 0)
-			page = (int)p;
-	assert_true(page >= 0);
+	uint32_t page = start_a_move(c, t, big_class(c));
 	uint64_t *ver = calloc(n, sizeof(*ver));
 	uint32_t on_page = 0;
 	for (uint32_t i = 0; i < n; i++) {
@@ -684,9 +679,7 @@ static void test_move_rescues_items_while_the_class_has_room(void **state)
 		}
 	}
 	assert_true(on_page > 1000);
-	int r = 0;
-	for (int step = 0; step < 50 && r == 0; step++)
-		r = ns__page_move_step(c, t, (uint32_t)page);
+	int r = step_move(c, t, page, 50);
 	assert_int_equal(r, 1);
 	assert_int_equal(c->classes[small].evictions, ev0);
 	assert_int_equal(c->classes[small].move_evictions, 0);
